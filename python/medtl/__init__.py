@@ -1,0 +1,3 @@
+"""MedTL-Caffe: Caffe-faithful reproductions of medical-imaging transfer-learning studies."""
+
+__version__ = "0.1.0"

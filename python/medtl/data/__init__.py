@@ -1,0 +1,1 @@
+"""Dataset writers and readers shared by every study."""

@@ -1,0 +1,1 @@
+"""Network builders (caffe.NetSpec), layer names as in the BVLC model zoo."""

@@ -1,0 +1,29 @@
+"""Shared fixtures. Every test runs against the real pycaffe built by `make setup`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medtl import caffe_env
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # A missing Caffe must fail the run, never skip tests: import it before anything runs.
+    caffe_env.caffe()
+    caffe_env.caffe_binary()
+
+
+@pytest.fixture(scope="session")
+def caffe():
+    c = caffe_env.caffe()
+    c.set_mode_cpu()
+    return c
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
