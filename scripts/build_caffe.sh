@@ -131,8 +131,9 @@ PY_VERSION="$(sed -n 1p <<<"$PY_INFO")"
 NUMPY_VERSION="$(sed -n 2p <<<"$PY_INFO")"
 PY_INCLUDE="$(sed -n 3p <<<"$PY_INFO")"
 PY_LIBRARY="$(sed -n 4p <<<"$PY_INFO")"
-CMAKE_FLAGS+=(-DPYTHON_EXECUTABLE="$MEDTL_PYTHON" -DPYTHON_INCLUDE_DIR="$PY_INCLUDE")
-[ -f "$PY_LIBRARY" ] && CMAKE_FLAGS+=(-DPYTHON_LIBRARY="$PY_LIBRARY")
+# Kept out of the cache key: a build serves every venv of the same base interpreter and NumPy.
+PY_FLAGS=(-DPYTHON_EXECUTABLE="$MEDTL_PYTHON" -DPYTHON_INCLUDE_DIR="$PY_INCLUDE")
+[ -f "$PY_LIBRARY" ] && PY_FLAGS+=(-DPYTHON_LIBRARY="$PY_LIBRARY")
 
 # ---------------------------------------------------------------- source
 mkdir -p "$CACHE/src" "$CACHE/caffe" "$CACHE/logs"
@@ -214,7 +215,7 @@ KEY="$({
   echo "source=$SOURCE_ID"
   for p in "${PATCHES[@]}"; do echo "patch=$(basename "$p") $(sha256sum "$p" | cut -d' ' -f1)"; done
   printf 'flag=%s\n' "${CMAKE_FLAGS[@]}"
-  echo "python=$PY_VERSION numpy=$NUMPY_VERSION"
+  echo "python=$PY_VERSION include=$PY_INCLUDE library=$PY_LIBRARY numpy=$NUMPY_VERSION"
   echo "cxx=$(c++ --version | head -1)"
 } | sha256sum | cut -c1-16)"
 PREFIX="$CACHE/caffe/$KEY"
@@ -252,7 +253,7 @@ LOG="$CACHE/logs/caffe-$KEY.log"
 log "configuring and building with $JOBS jobs (log: $LOG)"
 start=$(date +%s)
 # $ORIGIN rpaths make bin/caffe and python/caffe/_caffe.so find lib/libcaffe.so wherever the tree lies.
-if ! (cd "$WORK/build" && cmake "$WORK/src" "${CMAKE_FLAGS[@]}" \
+if ! (cd "$WORK/build" && cmake "$WORK/src" "${CMAKE_FLAGS[@]}" "${PY_FLAGS[@]}" \
         -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON \
         '-DCMAKE_INSTALL_RPATH=$ORIGIN;$ORIGIN/../lib;$ORIGIN/../../lib' \
         && make -j"$JOBS" caffe pycaffe caffe.bin) > "$LOG" 2>&1; then
@@ -281,7 +282,7 @@ cp -a "$WORK/src/models" "$STAGE/models"
   for p in "${PATCHES[@]}"; do echo "patch=$(basename "$p")"; done
   echo "cuda=$USE_CUDA"
   printf 'cmake_flag=%s\n' "${CMAKE_FLAGS[@]}"
-  echo "python=$PY_VERSION"
+  echo "python=$PY_VERSION ($PY_INCLUDE)"
   echo "numpy=$NUMPY_VERSION"
   echo "build_seconds=$seconds"
   echo "built_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"

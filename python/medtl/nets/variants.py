@@ -1,18 +1,20 @@
-"""Train / val / deploy variants of a classification body.
+"""Train / val / deploy variants of a classification body (see `medtl.nets.body`).
 
-A body is a function `body(bottom, num_classes, n) -> classifier top` that adds its layers
-to NetSpec `n`; this module puts the data layer in front and the loss (or softmax) behind.
+The data layer goes in front (an LMDB `Data` layer with Caffe's transform_param, or an
+`HDF5Data` list file) and the losses behind: softmax for single-label tasks, sigmoid
+cross-entropy for multi-label ones (ChestX-ray14's 14 labels).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from medtl.caffe_env import caffe
+from medtl.nets.body import Body
 from medtl.nets.layers import lmdb_data
 
-Body = Callable[..., object]
+Loss = Literal["softmax", "sigmoid"]
 
 
 @dataclass(frozen=True)
@@ -21,47 +23,73 @@ class DataSpec:
 
     source: str
     batch_size: int
+    backend: Literal["lmdb", "hdf5"] = "lmdb"
     crop_size: int = 0
     mirror: bool = False
     mean_file: str | None = None
     mean_value: tuple[float, ...] = ()
     scale: float = 1.0
 
-
-def train_net(body: Body, num_classes: int, data: DataSpec, name: str):
-    """Data (TRAIN) -> body -> SoftmaxWithLoss."""
-    return _with_data(body, num_classes, data, name, phase="train")
-
-
-def val_net(body: Body, num_classes: int, data: DataSpec, name: str):
-    """Data (TEST) -> body -> SoftmaxWithLoss + Accuracy + Softmax probabilities."""
-    return _with_data(body, num_classes, data, name, phase="test")
+    def __post_init__(self) -> None:
+        if self.backend == "hdf5" and (self.crop_size or self.mirror or self.mean_file
+                                       or self.mean_value or self.scale != 1.0):
+            raise ValueError("HDF5Data has no transform_param: store the data preprocessed")
 
 
-def deploy_net(body: Body, num_classes: int, input_shape: tuple[int, int, int, int], name: str):
-    """Input blob `data` of `input_shape` -> body -> Softmax `prob`."""
+def train_net(body: Body, num_classes: int, data: DataSpec, name: str,
+              loss: Loss = "softmax"):
+    """Data (TRAIN) -> body -> loss per head (auxiliary heads weighted)."""
+    return _with_data(body, num_classes, data, name, "train", loss)
+
+
+def val_net(body: Body, num_classes: int, data: DataSpec, name: str, loss: Loss = "softmax"):
+    """Data (TEST) -> body -> losses, plus Accuracy and `prob` of the main head."""
+    return _with_data(body, num_classes, data, name, "test", loss)
+
+
+def deploy_net(body: Body, num_classes: int, input_shape: tuple[int, int, int, int], name: str,
+               loss: Loss = "softmax"):
+    """Input blob `data` of `input_shape` -> body -> `prob` (Softmax or Sigmoid)."""
     c = caffe()
     n = c.NetSpec()
     n.data = c.layers.Input(shape=dict(dim=list(input_shape)))
-    top = body(n.data, num_classes, n)
-    n.prob = c.layers.Softmax(top)
-    proto = n.to_proto()
-    proto.name = name
-    return proto
+    main = body(n, n.data, num_classes, deploy=True)[0]
+    n.prob = c.layers.Softmax(main.top) if loss == "softmax" else c.layers.Sigmoid(main.top)
+    return _named(n, name)
 
 
-def _with_data(body: Body, num_classes: int, data: DataSpec, name: str, phase: str):
+def _data_layer(data: DataSpec, phase: str):
+    c = caffe()
+    if data.backend == "hdf5":
+        phase_id = {"train": c.TRAIN, "test": c.TEST}[phase]
+        return c.layers.HDF5Data(source=data.source, batch_size=data.batch_size,
+                                 shuffle=False, include=dict(phase=phase_id), ntop=2)
+    return lmdb_data(data.source, data.batch_size, phase=phase, crop_size=data.crop_size,
+                     mirror=data.mirror, mean_file=data.mean_file,
+                     mean_value=data.mean_value, scale=data.scale)
+
+
+def _with_data(body: Body, num_classes: int, data: DataSpec, name: str, phase: str,
+               loss: Loss):
     c = caffe()
     n = c.NetSpec()
-    n.data, n.label = lmdb_data(data.source, data.batch_size, phase=phase,
-                                crop_size=data.crop_size, mirror=data.mirror,
-                                mean_file=data.mean_file, mean_value=data.mean_value,
-                                scale=data.scale)
-    top = body(n.data, num_classes, n)
-    n.loss = c.layers.SoftmaxWithLoss(top, n.label)
+    n.data, n.label = _data_layer(data, phase)
+    heads = body(n, n.data, num_classes, deploy=False)
+    loss_layer = c.layers.SoftmaxWithLoss if loss == "softmax" else c.layers.SigmoidCrossEntropyLoss
+    for head in heads:
+        kwargs = {} if head.loss_weight == 1.0 else dict(loss_weight=head.loss_weight)
+        n[head.loss_name] = loss_layer(head.top, n.label, **kwargs)
     if phase == "test":
-        n.accuracy = c.layers.Accuracy(top, n.label)
-        n.prob = c.layers.Softmax(top)
+        main = heads[0].top
+        if loss == "softmax":
+            n.accuracy = c.layers.Accuracy(main, n.label)
+            n.prob = c.layers.Softmax(main)
+        else:
+            n.prob = c.layers.Sigmoid(main)
+    return _named(n, name)
+
+
+def _named(n, name: str):
     proto = n.to_proto()
     proto.name = name
     return proto
