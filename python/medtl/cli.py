@@ -24,6 +24,68 @@ def _cmd_info(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from medtl import generate
+
+    if args.check:
+        drift = generate.canonical_drift()
+        for rel in drift:
+            print(f"drift: {rel}")
+        print(f"{len(drift)} canonical file(s) differ from the generators"
+              + ("; run `medtl generate`" if drift else ""))
+        return 1 if drift else 0
+    changed = generate.write_canonical(paper=args.paper)
+    for path in changed:
+        print(f"wrote {path.relative_to(generate.REPO)}")
+    print(f"{len(changed)} file(s) written or updated")
+    return 0
+
+
+def _shape_arg(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected C,H,W integers, got {text!r}") from None
+    if len(shape) != 3 or min(shape) <= 0:
+        raise argparse.ArgumentTypeError(f"expected three positive integers C,H,W, got {text!r}")
+    return shape
+
+
+def _epochs_arg(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected epochs like 0,10,20, got {text!r}") from None
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from medtl import inspect_net
+
+    try:
+        found = [inspect_net.inspect(path, weights=args.weights, train_size=args.train_size,
+                                     epochs=args.epochs, input_shape=args.input_shape)
+                 for path in args.paths]
+    except inspect_net.InspectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if len(found) == 2:
+        changes = inspect_net.diff(*found)
+        if args.json:
+            print(json.dumps({"a": args.paths[0], "b": args.paths[1], "differences": changes},
+                             indent=2))
+        else:
+            print(f"A: {args.paths[0]}\nB: {args.paths[1]}")
+            print("\n".join(changes) if changes else "no differences")
+        return 0
+    if args.json:
+        print(json.dumps(found[0].to_dict(), indent=2))
+    else:
+        print(inspect_net.format_inspection(found[0], show_provenance=not args.brief))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtl", description="MedTL-Caffe: Caffe-era medical transfer-learning studies")
@@ -31,12 +93,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="train CifarNet on synthetic data (the make demo job)"
                    ).set_defaults(func=_cmd_demo)
     sub.add_parser("info", help="show the Caffe build medtl uses").set_defaults(func=_cmd_info)
+
+    gen = sub.add_parser("generate", help="regenerate the canonical prototxt/ and solvers/")
+    gen.add_argument("--check", action="store_true",
+                     help="only report files that differ from the generators (exit 1 if any)")
+    gen.add_argument("--paper", help="only this paper's files (default: all)")
+    gen.set_defaults(func=_cmd_generate)
+
+    ins = sub.add_parser("inspect", help="per-layer table of a net or solver; two: differences")
+    ins.add_argument("paths", nargs="+", metavar="PROTOTXT",
+                     help="a net or solver prototxt; give two to compare them")
+    ins.add_argument("--weights", help="a caffemodel: which layers it fills")
+    ins.add_argument("--train-size", type=int,
+                     help="training-set size, for iterations per epoch (default: the "
+                          "solver's recorded nominal size)")
+    ins.add_argument("--epochs", type=_epochs_arg, default=(0,),
+                     help="epochs at which to show each layer's learning rate, e.g. 0,10,20")
+    ins.add_argument("--input-shape", type=_shape_arg,
+                     help="C,H,W when the net does not say (no crop, no deploy.prototxt)")
+    ins.add_argument("--json", action="store_true", help="machine-readable output")
+    ins.add_argument("--brief", action="store_true", help="omit the provenance lines")
+    ins.set_defaults(func=_cmd_inspect)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "paths", None) is not None and len(args.paths) > 2:
+        parser.error("inspect takes one prototxt, or two to compare")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
