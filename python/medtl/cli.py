@@ -86,6 +86,30 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_weights(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from medtl import surgery, zoo
+
+    try:
+        if args.action == "download":
+            path = zoo.download_weights(args.model, Path(args.dest))
+            print(f"{path} (sha1 verified)")
+        elif args.action == "verify":
+            print(f"{args.file}: sha1 {zoo.verify_weights(args.model, Path(args.file))}")
+        else:
+            report = surgery.transplant(
+                Path(args.source_def), Path(args.source_weights), Path(args.target_def),
+                Path(args.dest), fresh=tuple(args.fresh), drop=tuple(args.drop),
+                allow_partial=args.allow_partial, seed=args.seed)
+            print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    except (zoo.ZooError, surgery.SurgeryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtl", description="MedTL-Caffe: Caffe-era medical transfer-learning studies")
@@ -114,6 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--json", action="store_true", help="machine-readable output")
     ins.add_argument("--brief", action="store_true", help="omit the provenance lines")
     ins.set_defaults(func=_cmd_inspect)
+
+    wts = sub.add_parser("weights", help="model-zoo weights: download, verify, transplant")
+    wsub = wts.add_subparsers(dest="action", metavar="ACTION", required=True)
+    dl = wsub.add_parser("download", help="fetch and sha1-verify a BVLC model-zoo caffemodel")
+    dl.add_argument("model", help="bvlc_alexnet, bvlc_reference_caffenet, bvlc_googlenet, "
+                                  "VGG_ILSVRC_16_layers")
+    dl.add_argument("--dest", default="models", help="folder to save into (default: models/)")
+    vf = wsub.add_parser("verify", help="check a caffemodel against the model zoo's sha1")
+    vf.add_argument("model")
+    vf.add_argument("file")
+    tp = wsub.add_parser("transplant", help="copy weights by layer name into another net")
+    tp.add_argument("source_def")
+    tp.add_argument("source_weights")
+    tp.add_argument("target_def")
+    tp.add_argument("dest", help="caffemodel to write (never overwritten)")
+    tp.add_argument("--fresh", action="append", default=[], metavar="LAYER",
+                    help="target layer that keeps its own initialisation (repeatable)")
+    tp.add_argument("--drop", action="append", default=[], metavar="LAYER",
+                    help="source layer expected not to carry over (repeatable)")
+    tp.add_argument("--allow-partial", action="store_true",
+                    help="accept mismatched or skipped layers (they are reported)")
+    tp.add_argument("--seed", type=int, default=0, help="seed of the fresh layers' fillers")
+    tp.add_argument("--json", action="store_true")
+    wts.set_defaults(func=_cmd_weights)
     return parser
 
 

@@ -34,7 +34,8 @@ class Policy:
 
     first_learning: a layer group of the model ("conv3"), a Caffe layer name, "all" (every
     layer learns), "classifiers" (only the renamed classifiers learn: an off-the-shelf
-    feature extractor with a new classifier) or "none" (nothing learns).
+    feature extractor with a new classifier) or "none" (nothing learns). The renamed
+    classifiers learn under every policy but "none", wherever they sit in forward order.
     """
 
     name: str
@@ -93,9 +94,10 @@ def layer_rates(policy: Policy, model: ModelSpec, net) -> list[LayerRates]:
     """Every parameterised layer's multipliers under `policy`, in forward order."""
     layers = parameterised_layers(net)
     names = [layer.name for layer in layers]
-    for classifier in model.classifiers:
-        if classifier not in names:
-            raise PolicyError(f"{model.name}: classifier layer {classifier!r} is not in the net")
+    # Deploy nets lack auxiliary classifiers (GoogLeNet's), but never all of them.
+    if model.classifiers and not set(model.classifiers) & set(names):
+        raise PolicyError(f"{model.name}: none of its classifier layers "
+                          f"{', '.join(model.classifiers)} is in the net")
     start = _first_learning_index(policy, model, names)
     w_decay, b_decay = policy.decay_mults.value
     rates = []
@@ -104,8 +106,9 @@ def layer_rates(policy: Policy, model: ModelSpec, net) -> list[LayerRates]:
             rates.append(LayerRates(layer.name, layer.type, ((0.0, 0.0),) * 3, "statistics",
                                     "BatchNorm mean/variance are computed, never learned"))
             continue
-        only_classifiers = policy.first_learning.value == "classifiers"
-        if layer.name in model.classifiers and (i >= start or only_classifiers):
+        # New (renamed) classifiers always learn unless nothing does: GoogLeNet's auxiliary
+        # classifiers sit below the boundary in forward order but are as fresh as the last.
+        if layer.name in model.classifiers and policy.first_learning.value != "none":
             lr, role, why = (policy.classifier_mult.value, "classifier",
                              policy.classifier_mult.describe())
         elif i < start:

@@ -122,10 +122,8 @@ def rate_summary(rate: LayerRates, base_lr: float) -> str:
     return f"{rate.role}: " + "; ".join(parts)
 
 
-def render_nets(cfg: Configuration, paths: RunPaths) -> dict[str, str]:
-    model = get_model(cfg.model)
-    nets = build_nets(cfg, paths.data_dir)
-    rates = layer_rates(cfg.policy, model, nets["train"])
+def render_nets(cfg: Configuration, paths: RunPaths, nets: dict[str, object]) -> dict[str, str]:
+    rates = layer_rates(cfg.policy, get_model(cfg.model), nets["train"])
     header = config_header(cfg, "net")
     if not Path(paths.data_dir).is_absolute():
         header.append(f"data paths are placeholders under {paths.data_dir}/; "
@@ -134,10 +132,9 @@ def render_nets(cfg: Configuration, paths: RunPaths) -> dict[str, str]:
             for kind, net in nets.items()}
 
 
-def render_solver(cfg: Configuration, paths: RunPaths, plan: SolverPlan,
+def render_solver(cfg: Configuration, paths: RunPaths, plan: SolverPlan, train_net,
                   seed: Sourced = CANONICAL_SEED, gpu: bool = False) -> str:
     model = get_model(cfg.model)
-    train = build_nets(cfg, paths.data_dir)["train"]
     solver = build_solver(plan, train_net=f"{paths.net_dir}/train.prototxt",
                           test_net=f"{paths.net_dir}/val.prototxt",
                           snapshot_prefix=paths.snapshot_prefix, random_seed=seed.value, gpu=gpu)
@@ -149,7 +146,7 @@ def render_solver(cfg: Configuration, paths: RunPaths, plan: SolverPlan,
     header.append(f"random_seed: {_describe(seed)}")
     header.append("effective learning rates at epoch 0 (base_lr x lr_mult), per layer:")
     base = cfg.policy.base_lr.value
-    for rate in layer_rates(cfg.policy, model, train):
+    for rate in layer_rates(cfg.policy, model, train_net):
         header.append(f"  {rate.layer:<28} {rate_summary(rate, base)}")
     return to_text(solver, header)
 
@@ -158,10 +155,11 @@ def configuration_files(cfg: Configuration, paths: RunPaths | None = None) -> di
     """Relative path -> text of every canonical file of `cfg`."""
     paths = paths or canonical_paths(cfg)
     plan = plan_solver(cfg.solver, cfg.train_size.value, cfg.val_size.value)
+    nets = build_nets(cfg, paths.data_dir)
     files = {f"{paths.net_dir}/{kind}.prototxt": text
-             for kind, text in render_nets(cfg, paths).items()}
+             for kind, text in render_nets(cfg, paths, nets).items()}
     files[f"solvers/{cfg.paper}/{cfg.study}/{cfg.id}.solver.prototxt"] = render_solver(
-        cfg, paths, plan)
+        cfg, paths, plan, nets["train"])
     return files
 
 

@@ -135,15 +135,16 @@ def _label_shape(net, label_top: str, batch: int) -> list[int]:
     return [batch]
 
 
-def with_dummy_data(net, net_path: Path, input_shape: tuple[int, ...] | None):
-    """A copy of `net` whose data layers are DummyData of the same shapes."""
+def with_dummy_data(net, net_path: Path, input_shape: tuple[int, ...] | None,
+                    batch_size: int | None = None):
+    """A copy of `net` whose data layers are DummyData of the same shapes (or batch size)."""
     out = caffe_pb2().NetParameter()
     out.CopyFrom(net)
     for layer in out.layer:
         if layer.type not in DATA_LAYERS:
             continue
-        batch = (layer.data_param.batch_size or layer.hdf5_data_param.batch_size
-                 or layer.image_data_param.batch_size or 1)
+        batch = batch_size or (layer.data_param.batch_size or layer.hdf5_data_param.batch_size
+                               or layer.image_data_param.batch_size or 1)
         shapes = [[batch, *_input_shape(net, net_path, input_shape)]]
         if len(layer.top) > 1:
             shapes.append(_label_shape(net, layer.top[1], batch))
@@ -223,6 +224,8 @@ def inspect(path: Path, *, weights: Path | None = None, train_size: int | None =
     batch = next((int(cnet.blobs[layer.top[0]].shape[0]) for layer in runnable.layer
                   if layer.type in ("DummyData", "Input")), None)
     ipe = _iters_per_epoch(train_size, batch, solver_prov)
+    if solver is not None and train_size is not None:
+        _rescale_to_epochs(solver, solver_prov, ipe, train_size)
     stored = _stored_shapes(weights) if weights else None
 
     rows = []
@@ -279,6 +282,26 @@ def _iters_per_epoch(train_size: int | None, batch: int | None,
         return math.ceil(train_size / (batch or 1))
     value = header.get("iters_per_epoch", ("", ""))[0]
     return int(value) if value.isdigit() else None
+
+
+def _rescale_to_epochs(solver, header: dict[str, tuple[str, str]], ipe: int,
+                       train_size: int) -> None:
+    """Recompute a generated solver's iteration counts for another training-set size.
+
+    medtl records the paper's epoch-based values (step_epochs, max_epochs) in the header, so
+    the schedule can follow the data as a run would; a solver without them keeps its counts.
+    """
+    for field_name, epochs_key in (("stepsize", "step_epochs"), ("max_iter", "max_epochs")):
+        epochs = header.get(epochs_key, ("", ""))[0]
+        try:
+            value = int(float(epochs) * ipe)
+        except ValueError:
+            continue
+        if field_name == "stepsize" and solver.lr_policy != "step":
+            continue
+        setattr(solver, field_name, value)
+        header[field_name] = (str(value), f"derived: {epochs} epochs x {ipe} iterations "
+                                          f"(--train-size {train_size})")
 
 
 def _plain(value: Any) -> Any:

@@ -39,6 +39,7 @@ _ENTRIES: dict[str, str] = {
     "googlenet-h": "medtl.nets.googlenet:GOOGLENET_H",
     "googlenet-l": "medtl.nets.googlenet:GOOGLENET_L",
     "densenet121": "medtl.nets.densenet:DENSENET121",
+    "densenet121-boit": "medtl.nets.densenet:DENSENET121_BOIT",
 }
 
 
