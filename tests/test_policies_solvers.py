@@ -151,3 +151,25 @@ def test_inspect_names_the_problem_with_bad_input(tmp_path):
     bad.write_text("layer { name: 'x' type: 'Convolution' unknown_field: 3 }\n")
     with pytest.raises(InspectError, match="neither a Caffe net nor a solver"):
         inspect(bad)
+
+
+def test_every_configuration_separates_paper_values_from_assumptions():
+    configs = configurations()
+    assert len(configs) == 80
+    for cfg in configs:
+        prov = cfg.provenance()
+        for key, value in prov.items():
+            assert value.describe(), f"{cfg.paper}/{cfg.id}: {key} has no provenance"
+    table_ii = next(c for c in configs if c.paper == "tajbakhsh2016" and c.id == "alexnet-h_fc8")
+    assert table_ii.provenance()["solver.gamma"].source == "Tajbakhsh 2016 Table II"
+    assert set(table_ii.assumptions()) == {"solver.weight_decay", "solver.batch_size",
+                                           "solver.max_epochs", "solver.val_batch_size",
+                                           "policy.decay_mults"}
+
+
+def test_an_unknown_model_is_refused_with_the_known_names():
+    from medtl.nets.registry import UnknownModelError
+
+    with pytest.raises(UnknownModelError) as err:
+        get_model("resnet50")
+    assert "unknown model 'resnet50'; known models: cifarnet, alexnet-h" in str(err.value)

@@ -34,6 +34,21 @@ class Configuration:
     def id(self) -> str:
         return f"{self.model}_{self.policy.name}"
 
+    def provenance(self) -> dict[str, Sourced]:
+        """Every value of this configuration with its source or its "assumed" reason."""
+        p = self.policy
+        out = {"num_classes": self.num_classes, "train_size": self.train_size,
+               "val_size": self.val_size, "policy.init": p.init, "policy.base_lr": p.base_lr,
+               "policy.first_learning": p.first_learning, "policy.tuned_mult": p.tuned_mult,
+               "policy.classifier_mult": p.classifier_mult, "policy.bias_ratio": p.bias_ratio,
+               "policy.decay_mults": p.decay_mults}
+        out.update({f"solver.{k}": v for k, v in self.solver.values().items()})
+        return out
+
+    def assumptions(self) -> dict[str, str]:
+        """The values the paper leaves open, with the kit's reasons."""
+        return {k: v.assumed for k, v in self.provenance().items() if v.is_assumed}
+
 
 def configurations(paper: str | None = None) -> list[Configuration]:
     """Every configuration the papers report (one paper's, when given)."""
