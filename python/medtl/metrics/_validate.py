@@ -1,0 +1,94 @@
+"""Input checks shared by the metrics: every error names the argument at fault."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+
+class MetricInputError(ValueError):
+    """Input that a metric cannot be computed from (the message names the argument)."""
+
+
+def array_1d(values: ArrayLike, name: str) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise MetricInputError(f"{name}: expected a 1-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise MetricInputError(f"{name}: empty input")
+    return arr
+
+
+def finite_floats(values: ArrayLike, name: str, ndim: int = 1) -> np.ndarray:
+    """A float array of the given rank with no NaN or infinity."""
+    try:
+        arr = np.asarray(values, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise MetricInputError(f"{name}: not numeric ({exc})") from exc
+    if arr.ndim != ndim:
+        raise MetricInputError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise MetricInputError(f"{name}: empty input")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        index = first[0] if ndim == 1 else first
+        raise MetricInputError(f"{name}: NaN or infinite value at index {index}")
+    return arr
+
+
+def scores_1d(values: ArrayLike, name: str = "scores") -> np.ndarray:
+    return finite_floats(values, name, ndim=1)
+
+
+def binary_labels(values: ArrayLike, name: str = "labels") -> np.ndarray:
+    """0/1 (or bool) labels as a bool array."""
+    arr = array_1d(values, name)
+    if arr.dtype == bool:
+        return arr
+    try:
+        as_float = arr.astype(float)
+    except (TypeError, ValueError) as exc:
+        raise MetricInputError(f"{name}: labels must be 0/1 or bool ({exc})") from exc
+    bad = (as_float != 0) & (as_float != 1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise MetricInputError(f"{name}: labels must be 0/1 or bool, got {arr[i]!r} at index {i}")
+    return as_float == 1
+
+
+def both_classes(labels: np.ndarray, name: str = "labels") -> None:
+    if labels.all() or not labels.any():
+        only = "positive" if labels.all() else "negative"
+        raise MetricInputError(f"{name}: only {only} labels; both classes are needed")
+
+
+def same_length(**arrays: Any) -> None:
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        described = ", ".join(f"{name}={n}" for name, n in lengths.items())
+        raise MetricInputError(f"mismatched lengths: {described}")
+
+
+def probability_level(level: float, name: str = "level") -> float:
+    if not 0.0 < level < 1.0:
+        raise MetricInputError(f"{name}: confidence level must lie in (0, 1), got {level}")
+    return float(level)
+
+
+def positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise MetricInputError(f"{name}: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def group_index(groups: ArrayLike, name: str = "groups") -> tuple[np.ndarray, np.ndarray]:
+    """(distinct group ids sorted, index of each item's group in them)."""
+    arr = array_1d(groups, name)
+    try:
+        ids, index = np.unique(arr, return_inverse=True)
+    except TypeError as exc:
+        raise MetricInputError(f"{name}: group ids must be mutually comparable ({exc})") from exc
+    return ids, index.reshape(-1)

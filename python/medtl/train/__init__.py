@@ -1,0 +1,1 @@
+"""Training runs on pycaffe: the epoch loop, validation, snapshot selection, resume."""

@@ -1,0 +1,359 @@
+"""Training on pycaffe, epoch by epoch, with validation, snapshot selection and resume.
+
+One run = one solver prototxt (train net + validation net). Every epoch the driver steps the
+solver through the epoch's iterations, validates (loss, accuracy, ROC AUC), snapshots
+(caffemodel + solverstate), appends a row to `trace.csv` and keeps the snapshot the paper
+would keep: Shin's lowest validation loss, Tajbakhsh's highest validation AUC.
+
+Resume: a killed run restarts from its last epoch's solverstate and ends with the same weights
+as an uninterrupted one. Caffe's solverstate holds the iteration, the weights and the momentum
+history but neither the data layers' read positions nor the RNG; so the driver re-seeds Caffe
+at the start of every epoch, and on resume first pops the batches the data layers had already
+served (the prefetching Data layer reads an LMDB in key order).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from medtl.caffe_env import caffe, caffe_pb2
+from medtl.metrics.roc import roc_auc
+from medtl.prototxt import read_net, read_solver, write_text
+
+Selection = Literal["min_val_loss", "max_val_auc"]
+TRACE_FIELDS = ("epoch", "iteration", "learning_rate", "train_loss", "val_loss",
+                "val_accuracy", "val_auc", "seconds")
+SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch, distinct for every (seed, epoch)
+
+
+class DivergenceError(RuntimeError):
+    """The training loss became NaN/inf or exploded; the run stops instead of wasting time."""
+
+
+class WeightsMismatchError(ValueError):
+    """Initial weights whose layers do not fit the net (Caffe itself would abort)."""
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """What one training run needs; every field is explicit, nothing read from the cwd."""
+
+    solver: Path                      # the run's solver (absolute paths inside)
+    run_dir: Path                     # where trace.csv, snapshots/ and selected.caffemodel go
+    iters_per_epoch: int
+    max_epochs: int
+    val_batches: int                  # validation batches per evaluation (the solver's test_iter)
+    selection: Selection
+    seed: int
+    positive_classes: tuple[int, ...] = (1,)   # classes merged into "positive" for the AUC
+    weights: Path | None = None       # initial weights (transplanted / pretrained), if any
+    divergence_factor: float = 100.0  # stop when the epoch loss exceeds this x the first one
+    gpu: int | None = None
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    selected_epoch: int
+    selected_value: float
+    selection: Selection
+    epochs_run: int
+    resumed_from_epoch: int
+    selected_weights: Path
+    trace: Path
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["selected_weights"] = str(self.selected_weights)
+        out["trace"] = str(self.trace)
+        return out
+
+
+# ------------------------------------------------------------------ files of a run
+
+def _snapshot_dir(spec: TrainSpec) -> Path:
+    return spec.run_dir / "snapshots"
+
+
+def _snapshot_files(prefix: Path, iteration: int) -> tuple[Path, Path]:
+    return (Path(f"{prefix}_iter_{iteration}.caffemodel"),
+            Path(f"{prefix}_iter_{iteration}.solverstate"))
+
+
+def _driver_solver(spec: TrainSpec) -> tuple[Path, Path]:
+    """A copy of the solver in which only the driver validates and snapshots.
+
+    Returns (solver path, snapshot prefix). Caffe's own periodic testing and snapshotting
+    would run inside `step` on top of the driver's, so they are switched off here.
+    """
+    solver = read_solver(spec.solver)
+    prefix = _snapshot_dir(spec) / "epoch"
+    solver.test_interval = spec.iters_per_epoch * spec.max_epochs + 1
+    solver.test_initialization = False
+    solver.snapshot = 0
+    solver.snapshot_prefix = str(prefix)
+    solver.display = 0
+    solver.max_iter = spec.iters_per_epoch * spec.max_epochs
+    if spec.gpu is not None:
+        solver.solver_mode = caffe_pb2().SolverParameter.GPU
+    path = write_text(spec.run_dir / "solver.driver.prototxt", solver,
+                      header=[f"written by medtl.train.driver from {spec.solver}: validation "
+                              "and snapshots are the driver's (once per epoch)"])
+    return path, prefix
+
+
+def _read_trace(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_trace(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TRACE_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _append_trace(path: Path, row: dict) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TRACE_FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _resume_point(spec: TrainSpec, prefix: Path, trace: Path) -> tuple[int, list[dict]]:
+    """The last epoch with both a solverstate and a trace row; the rows up to it."""
+    rows = _read_trace(trace)
+    for row in reversed(rows):
+        epoch = int(row["epoch"])
+        _, state = _snapshot_files(prefix, epoch * spec.iters_per_epoch)
+        if state.is_file():
+            return epoch, [r for r in rows if int(r["epoch"]) <= epoch]
+    return 0, []
+
+
+# ------------------------------------------------------------------ loss and validation
+
+def _loss_weights(net_path: Path) -> dict[str, float]:
+    """Top name -> loss weight of every loss layer (GoogLeNet's auxiliary heads: 0.3)."""
+    weights = {}
+    for layer in read_net(net_path).layer:
+        if layer.type.endswith("Loss"):
+            weights[layer.top[0]] = layer.loss_weight[0] if layer.loss_weight else 1.0
+    return weights
+
+
+def _validate(net, batches: int, positive: tuple[int, ...], loss_weights: dict[str, float]
+              ) -> tuple[float, float, float]:
+    losses, correct, count, scores, labels = [], 0, 0, [], []
+    for _ in range(batches):
+        out = net.forward()
+        losses.append(sum(float(out[k]) * w for k, w in loss_weights.items() if k in out))
+        prob = np.array(net.blobs["prob"].data, copy=True)
+        label = np.array(net.blobs["label"].data, copy=True).reshape(len(prob), -1)
+        if prob.ndim == 2 and label.shape[1] == 1:
+            truth = label[:, 0].astype(int)
+            correct += int((prob.argmax(axis=1) == truth).sum())
+            count += len(truth)
+            if prob.shape[1] > 1:
+                scores.append(prob[:, list(positive)].sum(axis=1))
+            else:
+                scores.append(prob[:, 0])
+            labels.append(np.isin(truth, positive) if prob.shape[1] > 1 else truth == 1)
+    accuracy = correct / count if count else float("nan")
+    auc = float("nan")
+    if scores:
+        y, s = np.concatenate(labels).astype(int), np.concatenate(scores)
+        if 0 < y.sum() < len(y):
+            auc = roc_auc(y, s)
+    return float(np.mean(losses)), accuracy, auc
+
+
+def _better(selection: Selection, value: float, best: float | None) -> bool:
+    if math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value < best if selection == "min_val_loss" else value > best
+
+
+def _selection_value(selection: Selection, row: dict) -> float:
+    return float(row["val_loss"] if selection == "min_val_loss" else row["val_auc"])
+
+
+# ------------------------------------------------------------------ initial weights
+
+def _check_weights_fit(net, weights: Path) -> None:
+    from medtl.surgery import read_weights
+
+    stored = read_weights(weights)
+    problems = []
+    for name, blobs in net.params.items():
+        if name not in stored:
+            continue
+        shapes = [tuple(b.data.shape) for b in blobs]
+        got = [tuple(a.shape) for a in stored[name]]
+        if [math.prod(s) for s in shapes] != [math.prod(s) for s in got]:
+            problems.append(f"{name}: net {shapes}, file {got}")
+    if problems:
+        raise WeightsMismatchError(f"{weights}: layers do not fit the net: "
+                                   + "; ".join(problems))
+
+
+# ------------------------------------------------------------------ the loop
+
+def train(spec: TrainSpec) -> TrainResult:
+    """Run (or resume) training to `max_epochs`; returns the selected snapshot."""
+    if spec.iters_per_epoch <= 0 or spec.max_epochs <= 0 or spec.val_batches <= 0:
+        raise ValueError("iters_per_epoch, max_epochs and val_batches must be positive")
+    c = caffe()
+    if spec.gpu is None:
+        c.set_mode_cpu()
+    else:
+        c.set_device(spec.gpu)
+        c.set_mode_gpu()
+    spec.run_dir.mkdir(parents=True, exist_ok=True)
+    _snapshot_dir(spec).mkdir(exist_ok=True)
+    solver_path, prefix = _driver_solver(spec)
+    trace = spec.run_dir / "trace.csv"
+    resumed, rows = _resume_point(spec, prefix, trace)
+
+    solver = c.get_solver(str(solver_path))
+    train_net_path = Path(read_solver(solver_path).train_net)
+    loss_weights = _loss_weights(train_net_path)
+    test_net = solver.test_nets[0]
+    if resumed:
+        _, state = _snapshot_files(prefix, resumed * spec.iters_per_epoch)
+        solver.restore(str(state))
+        _write_trace(trace, rows)
+        # Pop what the data layers served before the interruption (see module docstring).
+        for _ in range(resumed * spec.iters_per_epoch):
+            solver.net.forward(end=solver.net._layer_names[0])
+        for _ in range(resumed * spec.val_batches):
+            test_net.forward(end=test_net._layer_names[0])
+    else:
+        if trace.exists():
+            trace.unlink()
+        if spec.weights is not None:
+            _check_weights_fit(solver.net, spec.weights)
+            solver.net.copy_from(str(spec.weights))
+
+    best_epoch, best = 0, None
+    for row in rows:
+        value = _selection_value(spec.selection, row)
+        if _better(spec.selection, value, best):
+            best_epoch, best = int(row["epoch"]), value
+
+    total = spec.iters_per_epoch * spec.max_epochs
+    bar = _progress(spec, total, resumed * spec.iters_per_epoch)
+    first_loss = float(rows[0]["train_loss"]) if rows else None
+    try:
+        for epoch in range(resumed + 1, spec.max_epochs + 1):
+            start = time.time()
+            c.set_random_seed(spec.seed * SEED_STRIDE + epoch)
+            epoch_losses = []
+            for _ in range(spec.iters_per_epoch):
+                solver.step(1)
+                blobs = solver.net.blobs
+                loss = sum(float(blobs[k].data) * w for k, w in loss_weights.items())
+                _check_finite(spec, solver, loss, epoch)
+                epoch_losses.append(loss)
+                if bar is not None:
+                    bar.update(1)
+            train_loss = float(np.mean(epoch_losses))
+            first_loss = train_loss if first_loss is None else first_loss
+            if train_loss > spec.divergence_factor * max(first_loss, 1e-8):
+                raise DivergenceError(
+                    f"{spec.run_dir}: epoch {epoch} training loss {train_loss:.4g} exceeds "
+                    f"{spec.divergence_factor:g} x the first epoch's {first_loss:.4g}")
+            val_loss, val_acc, val_auc = _validate(test_net, spec.val_batches,
+                                                   spec.positive_classes, loss_weights)
+            solver.snapshot()
+            row = dict(epoch=epoch, iteration=solver.iter,
+                       learning_rate=_current_lr(solver_path, solver.iter - 1),
+                       train_loss=train_loss, val_loss=val_loss, val_accuracy=val_acc,
+                       val_auc=val_auc, seconds=round(time.time() - start, 3))
+            _append_trace(trace, row)
+            value = _selection_value(spec.selection, row)
+            if _better(spec.selection, value, best):
+                best_epoch, best = epoch, value
+            _prune(prefix, spec, keep_epochs={epoch, best_epoch})
+            if bar is not None:
+                bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}",
+                                val_auc=f"{val_auc:.3f}")
+    finally:
+        if bar is not None:
+            bar.close()
+
+    if best is None:
+        raise DivergenceError(f"{spec.run_dir}: no epoch gave a usable {spec.selection} "
+                              "(validation AUC needs both classes in the validation set)")
+    model, _ = _snapshot_files(prefix, best_epoch * spec.iters_per_epoch)
+    selected = spec.run_dir / "selected.caffemodel"
+    tmp = selected.with_name(".selected.caffemodel.tmp")
+    shutil.copyfile(model, tmp)
+    os.replace(tmp, selected)
+    return TrainResult(best_epoch, float(best), spec.selection, spec.max_epochs, resumed,
+                       selected, trace)
+
+
+def _check_finite(spec: TrainSpec, solver, loss: float, epoch: int) -> None:
+    """Stop on a non-finite loss or weight before the next step can use it.
+
+    Checking the weights, not only the loss, matters: SoftmaxWithLoss saturates at
+    -log(FLT_MIN) while weights overflow, and a max-pooling layer fed NaNs writes its gradient
+    out of bounds in Caffe's backward pass, corrupting memory.
+    """
+    where = f"{spec.run_dir}: at iteration {solver.iter} (epoch {epoch})"
+    if not math.isfinite(loss):
+        raise DivergenceError(f"{where} the training loss is {loss}")
+    for name, blobs in solver.net.params.items():
+        for blob in blobs:
+            if not np.isfinite(blob.data).all():
+                raise DivergenceError(f"{where} the weights of layer {name} are no longer "
+                                      "finite (the training loss diverged)")
+
+
+def _current_lr(solver_path: Path, iteration: int) -> float:
+    from medtl.inspect_net import learning_rate
+
+    return learning_rate(read_solver(solver_path), max(iteration, 0))
+
+
+def _prune(prefix: Path, spec: TrainSpec, keep_epochs: set[int]) -> None:
+    """Keep the latest solverstate (resume) and the caffemodels of the latest and best epochs."""
+    latest = max(keep_epochs)
+    for path in _snapshot_dir(spec).glob(f"{prefix.name}_iter_*"):
+        iteration = int(path.name.rsplit("_iter_", 1)[1].split(".")[0])
+        epoch = iteration // spec.iters_per_epoch
+        keep = (epoch == latest) if path.suffix == ".solverstate" else epoch in keep_epochs
+        if not keep:
+            path.unlink()
+
+
+def _progress(spec: TrainSpec, total: int, done: int):
+    if not spec.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, desc=spec.run_dir.name, unit="it",
+                dynamic_ncols=True, leave=False)
+
+
