@@ -26,37 +26,52 @@ WHY = "why: "
 
 
 @dataclass(frozen=True)
+class DataPaths:
+    """A configuration's inputs: LMDB folders (+ mean image) or HDF5 list files."""
+
+    train: str
+    val: str
+    mean_file: str | None = None
+
+
+@dataclass(frozen=True)
 class RunPaths:
     """Where a configuration's files and data live (relative for canonical, absolute for runs)."""
 
     net_dir: str
-    data_dir: str
+    solver_file: str
+    data: DataPaths
     snapshot_prefix: str
 
 
 def canonical_paths(cfg: Configuration) -> RunPaths:
+    data_dir = f"data/{cfg.paper}/{cfg.study}"
+    data = (DataPaths(f"{data_dir}/train.h5list", f"{data_dir}/val.h5list")
+            if cfg.loss == "sigmoid" else
+            DataPaths(f"{data_dir}/train_lmdb", f"{data_dir}/val_lmdb",
+                      f"{data_dir}/mean.binaryproto"))
     return RunPaths(net_dir=f"prototxt/{cfg.paper}/{cfg.study}/{cfg.id}",
-                    data_dir=f"data/{cfg.paper}/{cfg.study}",
+                    solver_file=f"solvers/{cfg.paper}/{cfg.study}/{cfg.id}.solver.prototxt",
+                    data=data,
                     snapshot_prefix=f"results/{cfg.paper}/{cfg.study}/{cfg.id}/snapshots/{cfg.id}")
 
 
-def data_specs(cfg: Configuration, model: ModelSpec, data_dir: str) -> tuple[DataSpec, DataSpec]:
+def data_specs(cfg: Configuration, model: ModelSpec, data: DataPaths) -> tuple[DataSpec, DataSpec]:
     """Training and validation inputs: LMDB + mean image, or HDF5 lists for sigmoid tasks."""
     train_batch = cfg.solver.batch_size.value
     val_batch = cfg.solver.val_batch_size.value
     if cfg.loss == "sigmoid":
-        return (DataSpec(f"{data_dir}/train.h5list", train_batch, backend="hdf5"),
-                DataSpec(f"{data_dir}/val.h5list", val_batch, backend="hdf5"))
+        return (DataSpec(data.train, train_batch, backend="hdf5"),
+                DataSpec(data.val, val_batch, backend="hdf5"))
     crop = model.crop_size if model.image_size > model.crop_size else 0
-    mean = f"{data_dir}/mean.binaryproto"
-    return (DataSpec(f"{data_dir}/train_lmdb", train_batch, crop_size=crop, mean_file=mean),
-            DataSpec(f"{data_dir}/val_lmdb", val_batch, crop_size=crop, mean_file=mean))
+    return (DataSpec(data.train, train_batch, crop_size=crop, mean_file=data.mean_file),
+            DataSpec(data.val, val_batch, crop_size=crop, mean_file=data.mean_file))
 
 
-def build_nets(cfg: Configuration, data_dir: str) -> dict[str, object]:
+def build_nets(cfg: Configuration, data: DataPaths) -> dict[str, object]:
     """train / val / deploy NetParameters of `cfg` with its policy applied."""
     model = get_model(cfg.model)
-    train, val = data_specs(cfg, model, data_dir)
+    train, val = data_specs(cfg, model, data)
     classes = cfg.num_classes.value
     name = f"{cfg.label or cfg.id}"
     nets = {
@@ -125,8 +140,8 @@ def rate_summary(rate: LayerRates, base_lr: float) -> str:
 def render_nets(cfg: Configuration, paths: RunPaths, nets: dict[str, object]) -> dict[str, str]:
     rates = layer_rates(cfg.policy, get_model(cfg.model), nets["train"])
     header = config_header(cfg, "net")
-    if not Path(paths.data_dir).is_absolute():
-        header.append(f"data paths are placeholders under {paths.data_dir}/; "
+    if not Path(paths.data.train).is_absolute():
+        header.append(f"data paths are placeholders under {Path(paths.data.train).parent}/; "
                       "each run writes its own copy with absolute paths")
     return {kind: annotate_layers(to_text(net, header), rates, cfg.policy.base_lr.value)
             for kind, net in nets.items()}
@@ -151,15 +166,19 @@ def render_solver(cfg: Configuration, paths: RunPaths, plan: SolverPlan, train_n
     return to_text(solver, header)
 
 
-def configuration_files(cfg: Configuration, paths: RunPaths | None = None) -> dict[str, str]:
-    """Relative path -> text of every canonical file of `cfg`."""
+def configuration_files(cfg: Configuration, paths: RunPaths | None = None,
+                        plan: SolverPlan | None = None, seed: Sourced = CANONICAL_SEED,
+                        gpu: bool = False) -> dict[str, str]:
+    """Path -> text of the train/val/deploy nets and the solver of `cfg`.
+
+    Without `paths` and `plan`: the canonical files (relative paths, nominal sizes).
+    """
     paths = paths or canonical_paths(cfg)
-    plan = plan_solver(cfg.solver, cfg.train_size.value, cfg.val_size.value)
-    nets = build_nets(cfg, paths.data_dir)
+    plan = plan or plan_solver(cfg.solver, cfg.train_size.value, cfg.val_size.value)
+    nets = build_nets(cfg, paths.data)
     files = {f"{paths.net_dir}/{kind}.prototxt": text
              for kind, text in render_nets(cfg, paths, nets).items()}
-    files[f"solvers/{cfg.paper}/{cfg.study}/{cfg.id}.solver.prototxt"] = render_solver(
-        cfg, paths, plan, nets["train"])
+    files[paths.solver_file] = render_solver(cfg, paths, plan, nets["train"], seed, gpu)
     return files
 
 
