@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _cmd_demo(_args: argparse.Namespace) -> int:
@@ -110,6 +111,49 @@ def _cmd_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from medtl.data.config import ConfigError
+    from medtl.experiments import runner, spec
+
+    try:
+        if args.list:
+            for plan in spec.expand(spec.load_experiment(args.spec)):
+                state = "finished" if (plan.run_dir / runner.FINISHED).is_file() else "to run"
+                print(f"{plan.run_id}  {state}  {plan.run_dir}")
+            return 0
+        status = runner.run_experiment(args.spec, parallel=args.parallel,
+                                       progress=not args.no_progress)
+    except (ConfigError, FileNotFoundError, runner.RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = [k for k, v in status.items() if v.startswith("failed")]
+    for run_id in failed:
+        print(f"failed: {run_id}: {status[run_id]}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_run_one(args: argparse.Namespace) -> int:
+    from medtl.experiments import runner
+
+    plan = runner.find_plan(args.spec, args.run_id)
+    metrics = runner.run_one(plan, progress=not args.no_progress)
+    print(f"{plan.run_id}: selected epoch {metrics['selected_epoch']}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from medtl.data.config import ConfigError
+    from medtl.experiments.report import build_report
+
+    try:
+        path = build_report(args.spec)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtl", description="MedTL-Caffe: Caffe-era medical transfer-learning studies")
@@ -162,6 +206,25 @@ def build_parser() -> argparse.ArgumentParser:
     tp.add_argument("--seed", type=int, default=0, help="seed of the fresh layers' fillers")
     tp.add_argument("--json", action="store_true")
     wts.set_defaults(func=_cmd_weights)
+
+    run = sub.add_parser("run", help="run every unfinished run of an experiment spec")
+    run.add_argument("spec", type=Path, help="experiments/<paper>/<study>.yaml")
+    run.add_argument("--parallel", type=int, help="runs at a time (default: the spec's)")
+    run.add_argument("--list", action="store_true", help="list the runs and their state")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(func=_cmd_run)
+    one = sub.add_parser("run-one", help="carry out one run of a spec (what `run` launches)")
+    one.add_argument("spec", type=Path)
+    one.add_argument("run_id")
+    one.add_argument("--no-progress", action="store_true")
+    one.set_defaults(func=_cmd_run_one)
+    rep = sub.add_parser("report", help="write results/<paper>/<study>/REPORT.md")
+    rep.add_argument("spec", type=Path)
+    rep.set_defaults(func=_cmd_report)
+
+    from medtl.data.cli import register as register_data
+
+    register_data(sub)
     return parser
 
 

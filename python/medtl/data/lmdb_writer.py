@@ -17,6 +17,7 @@ from medtl.data.atomic import atomic_dir
 
 INITIAL_MAP_SIZE = 1 << 26  # grows by doubling when full
 KEY_DIGITS = 10
+COMMIT_BYTES = 8 << 20  # bounds the records held in memory per open writer
 
 
 def shuffled_order(n: int, seed: int) -> np.ndarray:
@@ -42,6 +43,7 @@ def to_datum(image: np.ndarray, label: int):
     return datum
 
 
+
 def from_datum(raw: bytes) -> tuple[np.ndarray, int]:
     datum = caffe_pb2().Datum()
     datum.ParseFromString(raw)
@@ -53,27 +55,72 @@ def from_datum(raw: bytes) -> tuple[np.ndarray, int]:
     return image, datum.label
 
 
+class LmdbWriter:
+    """Streams records into a new LMDB at `path`; the map grows by doubling when full.
+
+    Records are keyed by rank (:func:`record_key`), so they may arrive in any order and Caffe
+    still reads them in rank order. The caller makes the directory appear atomically (a
+    dataset is built in a temporary directory); :func:`write_lmdb` does it for one LMDB.
+    """
+
+    def __init__(self, path: Path, *, map_size: int = INITIAL_MAP_SIZE,
+                 commit_every: int = 1000, commit_bytes: int = COMMIT_BYTES) -> None:
+        self.path = Path(path)
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise FileExistsError(f"{self.path} already exists")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._env = lmdb.open(str(self.path), map_size=map_size, subdir=True, lock=False)
+        self._pending: list[tuple[bytes, bytes]] = []
+        self._commit_every = commit_every
+        self._commit_bytes = commit_bytes
+        self._pending_bytes = 0
+        self.count = 0
+        self.bytes = 0
+
+    def put(self, rank: int, image: np.ndarray, label: int) -> None:
+        value = to_datum(image, label).SerializeToString()
+        self.put_raw(record_key(rank), value)
+
+    def put_raw(self, key: bytes, value: bytes) -> None:
+        self._pending.append((key, value))
+        self.count += 1
+        self.bytes += len(value)
+        self._pending_bytes += len(value)
+        if (len(self._pending) >= self._commit_every
+                or self._pending_bytes >= self._commit_bytes):
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            _commit(self._env, self._pending)
+            self._pending = []
+            self._pending_bytes = 0
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            self._env.sync()
+        finally:
+            self._env.close()
+
+    def __enter__(self) -> LmdbWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def write_lmdb(dest: Path, records: Iterable[tuple[int, np.ndarray, int]],
                *, commit_every: int = 1000) -> int:
     """Write (rank, image, label) records to a new LMDB at `dest`; returns the count.
 
     The LMDB is written in a temporary directory and renamed into place when complete.
     """
-    count = 0
     with atomic_dir(Path(dest)) as tmp:
-        env = lmdb.open(str(tmp), map_size=INITIAL_MAP_SIZE, subdir=True, lock=False)
-        try:
-            pending: list[tuple[bytes, bytes]] = []
+        with LmdbWriter(tmp, commit_every=commit_every) as writer:
             for rank, image, label in records:
-                pending.append((record_key(rank), to_datum(image, label).SerializeToString()))
-                count += 1
-                if len(pending) >= commit_every:
-                    _commit(env, pending)
-                    pending = []
-            _commit(env, pending)
-        finally:
-            env.close()
-    return count
+                writer.put(rank, image, label)
+        return writer.count
 
 
 def _commit(env: lmdb.Environment, items: list[tuple[bytes, bytes]]) -> None:
