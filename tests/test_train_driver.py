@@ -61,6 +61,9 @@ def test_training_writes_a_trace_and_keeps_the_selected_snapshot(caffe, datasets
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
     aucs = [float(r["val_auc"]) for r in rows]
     assert result.selected_epoch == 1 + int(np.argmax(aucs))
+    # validation sees the trained weights: the blob task is learnt, not guessed
+    assert max(aucs) > 0.9
+    assert float(rows[-1]["val_loss"]) < 0.6
     assert result.selected_value == pytest.approx(max(aucs))
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
     assert float(rows[1]["learning_rate"]) == pytest.approx(0.01 * 0.9, rel=1e-5)

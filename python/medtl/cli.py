@@ -158,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medtl", description="MedTL-Caffe: Caffe-era medical transfer-learning studies")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("demo", help="train CifarNet on synthetic data (the make demo job)"
-                   ).set_defaults(func=_cmd_demo)
+    sub.add_parser("demo", help="the default experiment on synthetic lymph-node phantoms "
+                               "(the make demo job)").set_defaults(func=_cmd_demo)
     sub.add_parser("info", help="show the Caffe build medtl uses").set_defaults(func=_cmd_info)
 
     gen = sub.add_parser("generate", help="regenerate the canonical prototxt/ and solvers/")

@@ -160,8 +160,10 @@ def _loss_weights(net_path: Path) -> dict[str, float]:
     return weights
 
 
-def _validate(net, batches: int, positive: tuple[int, ...], loss_weights: dict[str, float]
-              ) -> tuple[float, float, float]:
+def _validate(net, train_net, batches: int, positive: tuple[int, ...],
+              loss_weights: dict[str, float]) -> tuple[float, float, float]:
+    # Caffe's Solver::Test shares the trained weights before testing; so must we.
+    net.share_with(train_net)
     losses, correct, count, scores, labels = [], 0, 0, [], []
     for _ in range(batches):
         out = net.forward()
@@ -283,7 +285,7 @@ def train(spec: TrainSpec) -> TrainResult:
                 raise DivergenceError(
                     f"{spec.run_dir}: epoch {epoch} training loss {train_loss:.4g} exceeds "
                     f"{spec.divergence_factor:g} x the first epoch's {first_loss:.4g}")
-            val_loss, val_acc, val_auc = _validate(test_net, spec.val_batches,
+            val_loss, val_acc, val_auc = _validate(test_net, solver.net, spec.val_batches,
                                                    spec.positive_classes, loss_weights)
             solver.snapshot()
             row = dict(epoch=epoch, iteration=solver.iter,

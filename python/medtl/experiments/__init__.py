@@ -1,0 +1,1 @@
+"""Declarative studies: specs, runs, scoring and reports."""
