@@ -276,7 +276,12 @@ def _instantiable(path: Path, notes: list[str]):
     produced = set(net.input)
     label_tops: set[str] = set()
     for layer in net.layer:
-        if not _in_test_phase(layer):
+        if layer.type in _FILE_DATA_LAYERS:
+            # One data layer per top, whatever its phase: a train-only net (data layer
+            # included in TRAIN) still gives its parameter shapes; train_val keeps the first.
+            if set(layer.top) & produced:
+                continue
+        elif not _in_test_phase(layer):
             continue
         if layer.type not in known_types:
             raise SurgeryError(f"{path}: layer {layer.name!r} has type {layer.type!r}, which "

@@ -50,7 +50,9 @@ CIFARNET = ModelSpec(
     crop_size=INPUT_SIZE,
     image_size=INPUT_SIZE,
     zoo_model=None,
-    classifiers=(),
+    # No model-zoo weights exist; naming ip1 the classifier lets a source model trained by the
+    # kit transfer everything else (ip1 starts fresh, as a renamed classifier would).
+    classifiers=("ip1",),
     layer_groups=(("conv1", ("conv1",)), ("conv2", ("conv2",)), ("conv3", ("conv3",)),
                   ("ip1", ("ip1",))),
     source="Shin 2016 Sec. III-A (Roth et al. 2014 baseline); layout: Caffe examples/cifar10 "
