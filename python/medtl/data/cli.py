@@ -144,6 +144,10 @@ def add_commands(data: argparse.ArgumentParser) -> None:
     pild.add_argument("--seed", type=int, default=0)
     pild.set_defaults(func=_guarded(_cmd_phantoms_ild))
 
+    from medtl.data.cli_extra import add_commands as add_extra_commands
+
+    add_extra_commands(sub, phantoms=ph_sub)
+
 
 def register(subparsers) -> None:
     """Add `medtl data ...` to the `medtl` parser's subparsers."""

@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""Tajbakhsh et al. 2016, pulmonary embolism detection (Sec. VI-B):
+patch LMDBs from a candidate manifest.
+
+    .venv/bin/python data_prep/tajbakhsh_pe.py --manifest CANDIDATES.csv --out DIR \
+        [--config FILE.yaml] [--set key=value ...] [--show-config]
+
+Same as `medtl data tajbakhsh pe`; the manifest format is in data_prep/CANDIDATE_MANIFEST.md.
+"""
+
+import sys
+
+from medtl.data.cli_extra import main
+
+if __name__ == "__main__":
+    sys.exit(main(["tajbakhsh", "pe", *sys.argv[1:]]))

@@ -1,0 +1,15 @@
+#!/usr/bin/env python3
+"""Synthetic data in the candidate-manifest and ChestX-ray14 formats, for tests and demos.
+
+    .venv/bin/python data_prep/tajbakhsh_phantoms.py KIND --out DIR [--groups N] [--seed S]
+
+KIND: polyp, pe, frames, imt (Tajbakhsh 2016), kidney (Ravishankar 2016), chestxray14.
+Same as `medtl data phantoms KIND`.
+"""
+
+import sys
+
+from medtl.data.cli_extra import main
+
+if __name__ == "__main__":
+    sys.exit(main(["phantoms", *sys.argv[1:]]))
