@@ -156,10 +156,16 @@ def run_one(plan: RunPlan, *, progress: bool = True) -> dict[str, Any]:
         positive_classes=adapter.positive_classes, weights=initial,
         gpu=experiment.training.gpu, progress=progress))
 
-    probs = predict(cfg, fold, result.selected_weights, run_dir, experiment.training.gpu)
-    rows = adapter.predictions(fold, probs)
-    _write_csv(run_dir / "predictions.csv", rows)
-    metrics = adapter.score(rows, fold)
+    evaluate = getattr(adapter, "evaluate", None)
+    if evaluate is not None:
+        # Studies scored otherwise than per test record (dense boundary maps, fc7 features +
+        # gradient boosting) do their own inference; they write predictions.csv themselves.
+        metrics = evaluate(plan, cfg, fold, result.selected_weights, run_dir)
+    else:
+        probs = predict(cfg, fold, result.selected_weights, run_dir, experiment.training.gpu)
+        rows = adapter.predictions(fold, probs)
+        write_csv(run_dir / "predictions.csv", rows)
+        metrics = adapter.score(rows, fold)
     metrics["selected_epoch"] = result.selected_epoch
     metrics["selection"] = {result.selection: result.selected_value}
     _write_json(run_dir / "manifest.json", {
@@ -194,7 +200,8 @@ def predict(cfg: Configuration, fold: FoldData, weights: Path, run_dir: Path,
     return np.concatenate(out)[: fold.test_size]
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows to a CSV, atomically."""
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
