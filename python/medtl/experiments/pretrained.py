@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from medtl import zoo
@@ -30,11 +32,15 @@ def source_weights(experiment: Experiment, model_name: str, *, progress: bool = 
         raise ConfigError(f"{experiment.path}: pretrained.weights has no entry for "
                           f"{model_name}, which a transfer-learning configuration needs{hint}")
     if source == SYNTHETIC:
-        from medtl.experiments.source_task import pretrain
+        from medtl.data.config import from_mapping
+        from medtl.experiments.source_task import SourceTask, pretrain
 
         model = get_model(model_name)
-        definition, weights = pretrain(model, experiment.results_dir / "source" / model_name,
-                                       progress=progress)
+        task = from_mapping(SourceTask, spec.source_task,
+                            where=f"{experiment.path}: pretrained.source_task")
+        key = hashlib.sha256(json.dumps(asdict(task), sort_keys=True).encode()).hexdigest()
+        dest = experiment.results_dir / "source" / f"{model_name}_{key[:10]}"
+        definition, weights = pretrain(model, dest, task, progress=progress)
         return definition, weights, model.classifiers, "pre-trained by the kit on synthetic shapes"
     if isinstance(source, dict):
         unknown = sorted(set(source) - {"weights", "definition", "drop"})

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medtl.data.config import option
 from medtl.data.lmdb_writer import shuffled_order, write_lmdb
 from medtl.nets.registry import ModelSpec
 from medtl.nets.variants import DataSpec, deploy_net, train_net, val_net
@@ -27,11 +28,11 @@ SHAPES = ("none", "disk", "ring", "bar", "cross")
 
 @dataclass(frozen=True)
 class SourceTask:
-    images: int = 2000
-    epochs: int = 3
-    batch_size: int = 50
-    base_lr: float = 0.01
-    seed: int = 1
+    images: int = option(2000, "images of the source task (a fifth validates)")
+    epochs: int = option(3, "training epochs")
+    batch_size: int = option(50, "batch size")
+    base_lr: float = option(0.01, "fixed learning rate, momentum 0.9, weight decay 0.0005")
+    seed: int = option(1, "seed of the images and of Caffe")
 
 
 def shape_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

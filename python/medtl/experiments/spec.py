@@ -57,6 +57,8 @@ class PretrainSpec:
                                "path, or 'synthetic-source' (the kit pre-trains one)")
     search_dirs: list[str] = option(["models"], "folders searched for model-zoo caffemodels "
                                                 "(relative: to the repository)")
+    source_task: dict = option({}, "settings of the synthetic source task (images, epochs, "
+                                   "batch_size, base_lr, seed), for 'synthetic-source'")
 
 
 @dataclass(frozen=True)
