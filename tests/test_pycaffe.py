@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from medtl import caffe_env
 from medtl.data.lmdb_writer import read_lmdb, shuffled_order, write_lmdb
@@ -87,3 +88,10 @@ def test_pycaffe_solver_and_caffe_tool_end_at_identical_weights(caffe, tmp_path)
         for i in range(len(py.params[name])):
             np.testing.assert_array_equal(py.params[name][i].data, tool.params[name][i].data,
                                           err_msg=f"{name}[{i}] differs")
+
+
+def test_a_gpu_asked_of_a_cpu_build_is_refused_not_aborted():
+    if caffe_env.build_info().get("cuda") != "0":
+        pytest.skip("a CUDA build: asking it for a GPU is legitimate")
+    with pytest.raises(caffe_env.NoGpuBuildError, match="CPU-only"):
+        caffe_env.set_mode(0)

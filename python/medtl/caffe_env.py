@@ -74,11 +74,21 @@ def build_info() -> dict[str, str]:
     return info
 
 
+class NoGpuBuildError(RuntimeError):
+    """A GPU was asked of a CPU-only Caffe build."""
+
+
 def set_mode(gpu: int | None = None) -> None:
-    """CPU mode, or GPU `gpu` when given (the build must have CUDA)."""
+    """CPU mode, or GPU `gpu` when given.
+
+    A CPU-only Caffe aborts the whole process on set_mode_gpu, so that case is refused here.
+    """
     c = caffe()
     if gpu is None:
         c.set_mode_cpu()
-    else:
-        c.set_device(gpu)
-        c.set_mode_gpu()
+        return
+    if build_info().get("cuda") == "0":
+        raise NoGpuBuildError(f"GPU {gpu} requested, but the Caffe build at {prefix()} is "
+                              "CPU-only; rebuild with MEDTL_CAFFE_GPU=on (needs nvcc)")
+    c.set_device(gpu)
+    c.set_mode_gpu()

@@ -25,7 +25,7 @@ from typing import Literal
 
 import numpy as np
 
-from medtl.caffe_env import caffe, caffe_pb2
+from medtl.caffe_env import caffe, caffe_pb2, set_mode
 from medtl.metrics.roc import roc_auc
 from medtl.prototxt import read_net, read_solver, write_text
 
@@ -226,11 +226,7 @@ def train(spec: TrainSpec) -> TrainResult:
     if spec.iters_per_epoch <= 0 or spec.max_epochs <= 0 or spec.val_batches <= 0:
         raise ValueError("iters_per_epoch, max_epochs and val_batches must be positive")
     c = caffe()
-    if spec.gpu is None:
-        c.set_mode_cpu()
-    else:
-        c.set_device(spec.gpu)
-        c.set_mode_gpu()
+    set_mode(spec.gpu)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     _snapshot_dir(spec).mkdir(exist_ok=True)
     solver_path, prefix = _driver_solver(spec)
