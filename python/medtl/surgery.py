@@ -348,6 +348,8 @@ def _data_shape(layer, path: Path, notes: list[str]) -> Shape:
         param = layer.image_data_param
         channels = 3 if param.is_color else 1
         height, width = param.new_height, param.new_width
+    elif layer.type == "HDF5Data":
+        channels, height, width = _hdf5_record_shape(layer, path)
     else:
         raise SurgeryError(f"{path}: cannot tell the input shape of data layer {layer.name!r} "
                            f"({layer.type}); give a deploy definition with an Input layer")
@@ -359,6 +361,23 @@ def _data_shape(layer, path: Path, notes: list[str]) -> Shape:
     notes.append(f"{path}: data layer {layer.name!r} replaced by an Input of "
                  f"{_shape_text((1, channels, height, width))}")
     return (1, channels, height, width)
+
+
+def _hdf5_record_shape(layer, path: Path) -> Shape:
+    """C x H x W of the first file an HDF5Data list names (HDF5 stores preprocessed input)."""
+    import h5py
+
+    source = Path(layer.hdf5_data_param.source)
+    files = ([line.strip() for line in source.read_text().splitlines() if line.strip()]
+             if source.is_file() else [])
+    if not files or not Path(files[0]).is_file():
+        raise SurgeryError(f"{path}: data layer {layer.name!r}: cannot read the HDF5 list "
+                           f"{source}; give a deploy definition with an Input layer")
+    with h5py.File(files[0], "r") as f:
+        shape = f[layer.top[0]].shape[1:]
+    if len(shape) != 3:
+        raise SurgeryError(f"{path}: {files[0]}: records of shape {shape}, not C x H x W")
+    return tuple(int(d) for d in shape)
 
 
 def _lmdb_datum_shape(layer) -> Shape | None:

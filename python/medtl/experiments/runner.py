@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -35,7 +36,7 @@ from medtl.protocols import Configuration
 from medtl.prototxt import write_text
 from medtl.provenance import Sourced, assumed, paper
 from medtl.solver import SolverRecipe, plan_solver
-from medtl.train.driver import TrainSpec, train
+from medtl.train.driver import TrainResult, TrainSpec, train
 
 FINISHED = "metrics.json"
 SELECTION = {"shin2016": paper("min_val_loss", "Shin 2016 Sec. IV-C: the snapshot with the "
@@ -148,13 +149,16 @@ def run_one(plan: RunPlan, *, progress: bool = True) -> dict[str, Any]:
                                   run_dir / "init.caffemodel", seed=plan.seed,
                                   progress=progress)
 
-    result = train(TrainSpec(
-        solver=Path(paths.solver_file), run_dir=run_dir,
-        iters_per_epoch=solver_plan.iters_per_epoch.value,
-        max_epochs=cfg.solver.max_epochs.value, val_batches=solver_plan.test_iter.value,
-        selection=selection_for(experiment).value, seed=plan.seed,
-        positive_classes=adapter.positive_classes, weights=initial,
-        gpu=experiment.training.gpu, progress=progress))
+    if cfg.policy.first_learning.value == "none":
+        result = _untrained(initial, run_dir)
+    else:
+        result = train(TrainSpec(
+            solver=Path(paths.solver_file), run_dir=run_dir,
+            iters_per_epoch=solver_plan.iters_per_epoch.value,
+            max_epochs=cfg.solver.max_epochs.value, val_batches=solver_plan.test_iter.value,
+            selection=selection_for(experiment).value, seed=plan.seed,
+            positive_classes=adapter.positive_classes, weights=initial,
+            gpu=experiment.training.gpu, progress=progress))
 
     evaluate = getattr(adapter, "evaluate", None)
     if evaluate is not None:
@@ -178,6 +182,19 @@ def run_one(plan: RunPlan, *, progress: bool = True) -> dict[str, Any]:
     })
     _write_json(run_dir / FINISHED, metrics)
     return metrics
+
+
+def _untrained(initial: Path | None, run_dir: Path) -> TrainResult:
+    """A policy under which nothing learns (Ravishankar's NA): its weights are the start."""
+    if initial is None:
+        raise RunError(f"{run_dir}: a policy that trains nothing needs pretrained weights")
+    selected = run_dir / "selected.caffemodel"
+    tmp = selected.with_name(".selected.caffemodel.tmp")
+    shutil.copyfile(initial, tmp)
+    os.replace(tmp, selected)
+    return TrainResult(selected_epoch=0, selected_value=float("nan"), selection="none",
+                       epochs_run=0, resumed_from_epoch=0, selected_weights=selected,
+                       trace=run_dir / "trace.csv")
 
 
 def predict(cfg: Configuration, fold: FoldData, weights: Path, run_dir: Path,

@@ -172,7 +172,9 @@ def _validate(net, train_net, batches: int, positive: tuple[int, ...],
         label = np.array(net.blobs["label"].data, copy=True).reshape(len(prob), -1)
         if prob.ndim == 2 and label.shape[1] == 1:
             truth = label[:, 0].astype(int)
-            correct += int((prob.argmax(axis=1) == truth).sum())
+            # one sigmoid output: class 1 when p >= 0.5; softmax: the most probable class
+            guess = (prob[:, 0] >= 0.5).astype(int) if prob.shape[1] == 1 else prob.argmax(1)
+            correct += int((guess == truth).sum())
             count += len(truth)
             if prob.shape[1] > 1:
                 scores.append(prob[:, list(positive)].sum(axis=1))
