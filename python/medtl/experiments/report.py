@@ -1,262 +1,32 @@
 """`medtl report SPEC`: our numbers beside the published ones, with figures.
 
-Writes `results/<paper>/<study>/REPORT.md` and `figures/*.png` from the finished runs: the
-predictions of every fold are pooled per configuration (cross-validation as the papers report
-it), ensembles average their members' probabilities per candidate, and every value is traced
-to its run directory. The report lists every assumption and every deviation from the paper.
+Writes `results/<paper>/<study>/REPORT.md`, `report.json` and `figures/*.png` from the
+finished runs: the predictions of every fold are pooled per configuration (cross-validation as
+the papers report it), ensembles average their members' probabilities, and every value is
+traced to its run directory. The report lists every assumption and every deviation from the
+paper. Detection studies get the FROC report (`report_froc`), classification studies the
+accuracy / F1 / confusion report (`report_classification`), chosen by the dataset adapter.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import yaml
+from medtl.experiments.datasets import adapter_for
+from medtl.experiments.report_classification import build_classification_report
+from medtl.experiments.report_common import finished_runs
+from medtl.experiments.report_froc import build_froc_report
+from medtl.experiments.report_other import OTHER_REPORTS
+from medtl.experiments.spec import load_experiment
 
-from medtl.experiments.datasets import adapter_for, score_candidates
-from medtl.experiments.runner import FINISHED
-from medtl.experiments.spec import Experiment, expand, load_experiment
-
-MPL_BACKEND = "Agg"
-
-
-def _finished(experiment: Experiment) -> dict[str, list[Path]]:
-    """Configuration id -> finished run directories."""
-    out: dict[str, list[Path]] = defaultdict(list)
-    for plan in expand(experiment):
-        if (plan.run_dir / FINISHED).is_file():
-            out[plan.config.id].append(plan.run_dir)
-    return out
-
-
-def _predictions(run_dirs: list[Path]) -> list[dict[str, Any]]:
-    rows = []
-    for run_dir in run_dirs:
-        with open(run_dir / "predictions.csv", newline="") as f:
-            for row in csv.DictReader(f):
-                row["score"] = float(row["score"])
-                row["label"] = int(row["label"])
-                rows.append(row)
-    return rows
-
-
-def _ensemble(members: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Mean score per candidate over members that all scored it (Shin's 'Combined')."""
-    by_cand = [{r["candidate_id"]: r for r in rows} for rows in members]
-    common = set.intersection(*(set(m) for m in by_cand))
-    out = []
-    for cid in sorted(common):
-        row = dict(by_cand[0][cid])
-        row["score"] = float(np.mean([m[cid]["score"] for m in by_cand]))
-        out.append(row)
-    return out
-
-
-def _published(experiment: Experiment) -> tuple[dict[str, list[float]], list[str], str]:
-    """Label -> published values for this study, metric names, source."""
-    if not experiment.spec.published:
-        return {}, [], ""
-    data = yaml.safe_load((experiment.path.parent / experiment.spec.published).read_text())
-    study = experiment.spec.study
-    for table in data["tables"].values():
-        if study in table.get("studies", []):
-            rows = {label: values[study] for label, values in table["rows"].items()
-                    if isinstance(values, dict) and study in values}
-            return rows, table["metrics"], table["source"]
-    return {}, [], ""
-
-
-def _fmt(interval: dict[str, Any] | None) -> str:
-    if not interval:
-        return "-"
-    return f"{interval['estimate']:.3f} [{interval['low']:.3f}, {interval['high']:.3f}]"
+BUILDERS = {"froc": build_froc_report, "classification": build_classification_report,
+            **OTHER_REPORTS}
 
 
 def build_report(spec_path: Path) -> Path:
     """Write REPORT.md and its figures; returns the report's path."""
     experiment = load_experiment(spec_path)
     adapter = adapter_for(experiment)
-    out_dir = experiment.results_dir
-    fig_dir = out_dir / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    finished = _finished(experiment)
-    if not finished:
+    if not finished_runs(experiment):
         raise FileNotFoundError(f"{spec_path}: no finished runs yet; run `medtl run {spec_path}`")
-    labels = {c.id: c.label or c.id for c in experiment.configurations}
-    pooled: dict[str, list[dict[str, Any]]] = {cid: _predictions(dirs)
-                                               for cid, dirs in finished.items()}
-    for name, members in experiment.spec.ensembles.items():
-        if all(m in pooled for m in members):
-            pooled[name] = _ensemble([pooled[m] for m in members])
-            labels[name] = name
-    patients = {r["patient_id"] for rows in pooled.values() for r in rows}
-    nodes = adapter.nodes_of(patients)
-    scores = {cid: score_candidates(rows, nodes, seed=0) for cid, rows in pooled.items()}
-    published, metrics, source = _published(experiment)
-
-    figures = [_froc_figure(scores, labels, fig_dir / "froc.png"),
-               _trace_figure(finished, labels, fig_dir / "training_traces.png")]
-    figures += [p for cid, dirs in finished.items()
-                if (p := _filter_figure(cid, sorted(dirs)[0], fig_dir)) is not None]
-    figures.append(_confusion_figure(pooled, labels, fig_dir / "confusion.png"))
-
-    lines = [f"# {experiment.spec.title or experiment.spec.study}", "",
-             f"Spec: `{experiment.path.relative_to(out_dir.parents[2])}` · runs: "
-             f"`{(out_dir / 'runs').relative_to(out_dir.parents[2])}/` · generated by "
-             "`medtl report`.", "",
-             "## Results beside the paper", "",
-             f"Pooled over the folds' test patients ({len(patients)} patients, "
-             f"{sum(nodes.values())} nodes). FROC: sensitivity against false positives per "
-             "patient; 95% bootstrap intervals over patients.", "",
-             "| configuration | runs | TPR at 3 FP | FROC area (0-8 FP, /8) | candidate ROC AUC "
-             f"| published ({', '.join(metrics) or 'none'}) | TPR difference |",
-             "|---|---|---|---|---|---|---|"]
-    for cid, s in scores.items():
-        label = labels[cid]
-        pub = published.get(label)
-        diff = (f"{s['tpr_at_3fp']['estimate'] - pub[1]:+.3f}" if pub and len(pub) > 1
-                else "-")
-        lines.append(f"| {label} | {len(finished.get(cid, [])) or 'ensemble'} | "
-                     f"{_fmt(s['tpr_at_3fp'])} | {_fmt(s['froc_area'])} | "
-                     f"{_fmt(s['candidate_roc_auc'])} | "
-                     f"{', '.join(f'{v:.2f}' for v in pub) if pub else '-'} | {diff} |")
-    if source:
-        lines += ["", f"Published values: {source}. The paper calls its first number the area "
-                  "under the FROC curve without stating the FP range or normalisation, so it "
-                  "is shown beside, not compared with, the kit's normalised area."]
-    lines += ["", "## Figures", ""]
-    lines += [f"![{p.stem}](figures/{p.name})" for p in figures if p is not None]
-    lines += ["", "## Where every number comes from", "",
-              f"- hit rule: {next(iter(scores.values()))['hit_rule']}",
-              f"- FROC area: {next(iter(scores.values()))['froc_max_fp']}",
-              "- each run's `run.json` holds its resolved settings with their provenance, "
-              "`metrics.json` its own fold's scores, `predictions.csv` its per-candidate "
-              "scores, `manifest.json` the hashes of data and weights."]
-    lines += ["", "## Deviations from the paper (set by the spec)", ""]
-    lines += [f"- {d}" for d in experiment.deviations()] or ["- none"]
-    lines += ["", "## Assumptions (values the papers leave open)", ""]
-    seen: dict[str, str] = {}
-    for cfg in experiment.configurations:
-        for key, reason in cfg.assumptions().items():
-            seen.setdefault(f"{key}", reason)
-    lines += [f"- `{k}`: {v}" for k, v in sorted(seen.items())]
-    dataset_manifest = adapter.dataset_dir / "manifest.json"
-    if dataset_manifest.is_file():
-        protocol = json.loads(dataset_manifest.read_text()).get("protocol", {})
-        for key, value in sorted(protocol.items()):
-            if "assumed" in value or value.get("set_by_user"):
-                lines.append(f"- dataset `{key}` = {value.get('value')!r}: "
-                             f"{value.get('assumed', 'set by the spec')}")
-    report = out_dir / "REPORT.md"
-    tmp = report.with_name(".REPORT.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, report)
-    (out_dir / "report.json").write_text(json.dumps(
-        {"scores": scores, "published": published, "labels": labels}, indent=1, default=str))
-    return report
-
-
-# ------------------------------------------------------------------ figures
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use(MPL_BACKEND)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _froc_figure(scores: dict[str, dict[str, Any]], labels: dict[str, str], path: Path) -> Path:
-    """FROC curves per configuration (Shin Fig. 8)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for cid, s in scores.items():
-        ax.step(s["froc_curve"]["fp_per_patient"], s["froc_curve"]["sensitivity"],
-                where="post", label=labels[cid])
-    ax.axvline(3, color="grey", lw=0.8, ls=":")
-    ax.set(xlim=(0, 8), ylim=(0, 1.02), xlabel="false positives per patient",
-           ylabel="sensitivity", title="FROC (pooled folds)")
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _trace_figure(finished: dict[str, list[Path]], labels: dict[str, str], path: Path) -> Path:
-    """Training / validation loss and validation accuracy per epoch (Shin Fig. 11)."""
-    plt = _plt()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for cid, dirs in finished.items():
-        run = sorted(dirs)[0]
-        with open(run / "trace.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-        epochs = [int(r["epoch"]) for r in rows]
-        line, = a.plot(epochs, [float(r["train_loss"]) for r in rows], label=f"{labels[cid]} train")
-        a.plot(epochs, [float(r["val_loss"]) for r in rows], ls="--", color=line.get_color(),
-               label=f"{labels[cid]} val")
-        b.plot(epochs, [float(r["val_accuracy"]) for r in rows], color=line.get_color(),
-               label=labels[cid])
-    a.set(xlabel="epoch", ylabel="loss", title="loss (first fold)")
-    b.set(xlabel="epoch", ylabel="validation accuracy", title="validation accuracy")
-    a.legend(fontsize=7)
-    b.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _filter_figure(cid: str, run_dir: Path, fig_dir: Path) -> Path | None:
-    """The first convolution's filters as an RGB mosaic (Shin Fig. 12)."""
-    from medtl.surgery import read_weights
-
-    weights = read_weights(run_dir / "selected.caffemodel")
-    first = next((w[0] for w in weights.values() if w[0].ndim == 4 and w[0].shape[1] == 3), None)
-    if first is None:
-        return None
-    plt = _plt()
-    n = first.shape[0]
-    cols = int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.6, rows * 0.6))
-    for i, ax in enumerate(np.ravel(axes)):
-        ax.axis("off")
-        if i < n:
-            f = first[i].transpose(1, 2, 0)
-            ax.imshow((f - f.min()) / (np.ptp(f) or 1), interpolation="nearest")
-    fig.suptitle(f"{cid}: first-layer filters", fontsize=8)
-    path = fig_dir / f"filters_{cid}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def _confusion_figure(pooled: dict[str, list[dict[str, Any]]], labels: dict[str, str],
-                      path: Path) -> Path:
-    """Row-normalised confusion matrices at probability 0.5 (cf. Shin Table V)."""
-    from medtl.metrics import confusion_matrix, row_normalised
-
-    plt = _plt()
-    items = list(pooled.items())
-    fig, axes = plt.subplots(1, len(items), figsize=(2.6 * len(items), 2.6), squeeze=False)
-    for ax, (cid, rows) in zip(axes[0], items, strict=True):
-        truth = [r["label"] for r in rows]
-        pred = [int(r["score"] >= 0.5) for r in rows]
-        m = row_normalised(confusion_matrix(truth, pred, labels=[0, 1]))
-        ax.imshow(m, vmin=0, vmax=1, cmap="Blues")
-        for (i, j), v in np.ndenumerate(m):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8)
-        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["false", "node"],
-               yticklabels=["false", "node"], title=labels[cid])
-        ax.title.set_fontsize(7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return BUILDERS[getattr(adapter, "report_kind", "froc")](experiment, adapter)

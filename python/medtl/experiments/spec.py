@@ -29,7 +29,8 @@ def results_root() -> Path:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    builder: str = option("", "dataset builder: shin_ln (see medtl.experiments.datasets)")
+    builder: str = option("", "dataset builder: shin_ln, shin_ild, ravishankar_kidney, "
+                              "chestxray14, tajbakhsh_* (see medtl.experiments.datasets)")
     source: str = option("synthetic", "'synthetic' (the kit's phantoms) or the dataset root "
                                       "in its published format (relative: to the repository)")
     options: dict = option({}, "options of the builder's configuration (strict, documented)")
