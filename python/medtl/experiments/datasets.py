@@ -9,6 +9,8 @@ per-sample predictions, and scores them the way the paper does. The builders:
 - ravishankar_kidney (`ravishankar_adapter`): CaffeNet fc7 (+ Haar) features, gradient
   boosting, localisation failures, filter changes.
 - chestxray14 (`boit_adapter`): DenseNet-121, sigmoid output, accuracy and ROC.
+- tajbakhsh_polyp / _pe / _frame / _imt (`tajbakhsh_adapters`): FROC, ROC operating points,
+  dense boundary maps with open snakes.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from medtl.experiments.datasets_ild import ShinIldAdapter
 from medtl.experiments.datasets_ln import HIT_RULE, ShinLnAdapter, score_candidates
 from medtl.experiments.report_other import OTHER_ADAPTERS
 from medtl.experiments.spec import Experiment
+from medtl.experiments.tajbakhsh_adapters import TAJBAKHSH_ADAPTERS
 
-ADAPTERS = {"shin_ln": ShinLnAdapter, "shin_ild": ShinIldAdapter, **OTHER_ADAPTERS}
+ADAPTERS = {"shin_ln": ShinLnAdapter, "shin_ild": ShinIldAdapter, **OTHER_ADAPTERS,
+            **TAJBAKHSH_ADAPTERS}
 
 __all__ = ["ADAPTERS", "HIT_RULE", "Adapter", "FoldData", "ShinIldAdapter", "ShinLnAdapter",
            "adapter_for", "options_key", "score_candidates"]

@@ -18,8 +18,10 @@ from medtl.experiments.report_common import finished_runs
 from medtl.experiments.report_froc import build_froc_report
 from medtl.experiments.report_other import OTHER_REPORTS
 from medtl.experiments.spec import load_experiment
+from medtl.experiments.tajbakhsh_report import build_tajbakhsh_report
 
 BUILDERS = {"froc": build_froc_report, "classification": build_classification_report,
+            "tajbakhsh": lambda experiment, _adapter: build_tajbakhsh_report(experiment.path),
             **OTHER_REPORTS}
 
 
