@@ -119,7 +119,8 @@ def build_froc_report(experiment: Experiment, adapter: ShinLnAdapter) -> Path:
     lines += [f"![{p.stem}](figures/{p.name})" for p in figures if p is not None]
     lines += ["", "## Where every number comes from", "",
               f"- hit rule: {next(iter(scores.values()))['hit_rule']}",
-              f"- FROC area: {next(iter(scores.values()))['froc_max_fp']}",
+              "- FROC area: the curve over [0, {value:g}] FP per patient, divided by {value:g} "
+              "(assumed: {assumed})".format(**next(iter(scores.values()))["froc_max_fp"]),
               "- each run's `run.json` holds its resolved settings with their provenance, "
               "`metrics.json` its own fold's scores, `predictions.csv` its per-candidate "
               "scores, `manifest.json` the hashes of data and weights."]
