@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from medtl.experiments.runner import FINISHED
-from medtl.experiments.spec import Experiment, expand
+from medtl.experiments.spec import FINISHED, Experiment, expand
 
 MPL_BACKEND = "Agg"
 
@@ -84,6 +83,14 @@ def plt():
     import matplotlib.pyplot as pyplot
 
     return pyplot
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write at the reports' resolution, and free the figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt().close(fig)
+    return path
 
 
 def trace_figure(finished: dict[str, list[Path]], labels: dict[str, str], path: Path) -> Path:

@@ -26,11 +26,11 @@ import yaml
 
 from medtl.experiments.boit_adapter import ChestXray14Adapter
 from medtl.experiments.ravishankar_adapter import DETECTION_RULE, KidneyAdapter
-from medtl.experiments.spec import Experiment, expand, load_experiment
+from medtl.experiments.report_common import plt as pyplot
+from medtl.experiments.report_common import save_figure
+from medtl.experiments.spec import FINISHED, Experiment, expand, load_experiment
 
 OTHER_ADAPTERS = {"ravishankar_kidney": KidneyAdapter, "chestxray14": ChestXray14Adapter}
-FINISHED = "metrics.json"   # medtl.experiments.runner.FINISHED (not imported: no cycle)
-MPL_BACKEND = "Agg"
 
 
 @dataclass(frozen=True)
@@ -386,27 +386,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 # ------------------------------------------------------------------ figures
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use(MPL_BACKEND)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
-
-
 def _roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
                 what: str) -> Path:
     from medtl.metrics import roc_auc, roc_curve
 
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     for label, (y, s) in curves.items():
         if 0 < y.sum() < len(y):
@@ -417,12 +401,12 @@ def _roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path,
            ylabel="true positive rate", title=f"ROC, {what}")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _filter_figure(changes: dict[str, dict[str, Any]], path: Path) -> Path:
     """Share of each layer's filters changed by more than the threshold (Table 2)."""
-    plt = _plt()
+    plt = pyplot()
     layers = list(next(iter(changes.values()))["layers"])
     x = np.arange(len(layers))
     width = 0.8 / len(changes)
@@ -434,12 +418,12 @@ def _filter_figure(changes: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.set(xticks=x, xticklabels=layers, ylim=(0, 1.02), ylabel="share of filters changed",
            title=f"filters changed by more than {100 * threshold:.0f}% (relative L2)")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _dice_figure(runs: list[Run], path: Path) -> Path:
     """Dice of each test image's detected box, per configuration and feature set."""
-    plt = _plt()
+    plt = pyplot()
     groups: dict[str, list[float]] = defaultdict(list)
     for run in _first_per_config(runs):
         for r in _read_csv(run.run_dir / "localisation.csv"):
@@ -458,11 +442,11 @@ def _dice_figure(runs: list[Run], path: Path) -> Path:
     ax.set_xticklabels(list(groups), fontsize=6)
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _balance_figure(balance: dict[str, Any], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     roles = sorted(balance, key=("train", "val", "test").index)
     pos = [balance[r].get("binary", {}).get("positive", 0) for r in roles]
     neg = [balance[r].get("binary", {}).get("negative", 0) for r in roles]
@@ -471,12 +455,12 @@ def _balance_figure(balance: dict[str, Any], path: Path) -> Path:
     ax.bar(roles, pos, bottom=neg, label="positive (a finding)")
     ax.set(ylabel="images", title="binary class balance per set")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _trace_figure(runs: list[Run], path: Path) -> Path:
     """Training and validation loss per epoch (first run of each configuration)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for run in _first_per_config(runs):
         if not (run.run_dir / "trace.csv").is_file():
@@ -489,4 +473,4 @@ def _trace_figure(runs: list[Run], path: Path) -> Path:
                 color=line.get_color(), label=f"{run.label} val")
     ax.set(xlabel="epoch", ylabel="loss", title="training and validation loss")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -28,7 +28,7 @@ from medtl import __version__, caffe_env
 from medtl.data.atomic import OutputExistsError
 from medtl.data.manifest import sha256_file
 from medtl.experiments.datasets import FoldData, adapter_for
-from medtl.experiments.spec import Experiment, RunPlan, expand, load_experiment
+from medtl.experiments.spec import FINISHED, Experiment, RunPlan, expand, load_experiment
 from medtl.generate import DataPaths, RunPaths, configuration_files
 from medtl.nets.registry import get_model
 from medtl.nets.variants import DataSpec, val_net
@@ -38,7 +38,6 @@ from medtl.provenance import Sourced, assumed, paper
 from medtl.solver import SolverRecipe, plan_solver
 from medtl.train.driver import TrainResult, TrainSpec, train
 
-FINISHED = "metrics.json"
 SELECTION = {"shin2016": paper("min_val_loss", "Shin 2016 Sec. IV-C: the snapshot with the "
                                               "lowest validation loss"),
              "tajbakhsh2016": paper("max_val_auc", "Tajbakhsh 2016 Sec. VI: training stopped "

@@ -20,6 +20,8 @@ from medtl.data.config import ConfigError, from_mapping, option
 from medtl.protocols import Configuration, configurations
 
 REPO = Path(__file__).resolve().parents[3]
+# A run is finished once its metrics are written; a finished run is never run again.
+FINISHED = "metrics.json"
 
 
 def results_root() -> Path:

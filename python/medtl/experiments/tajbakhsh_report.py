@@ -25,15 +25,15 @@ import yaml
 
 from medtl.data.config import ConfigError, protocol_values
 from medtl.data.tajbakhsh_splits import SINGLE
-from medtl.experiments.runner import FINISHED
-from medtl.experiments.spec import Experiment, RunPlan, expand, load_experiment
+from medtl.experiments.report_common import plt as pyplot
+from medtl.experiments.report_common import save_figure
+from medtl.experiments.spec import FINISHED, Experiment, RunPlan, expand, load_experiment
 from medtl.experiments.tajbakhsh_adapters import TAJBAKHSH_ADAPTERS, TajbakhshAdapter
 from medtl.experiments.tajbakhsh_dense import INTERFACES
 from medtl.metrics import BOOTSTRAP_METHOD
 from medtl.metrics.froc import INTERPOLATION as FROC_INTERPOLATION
 from medtl.metrics.roc import INTERPOLATION as ROC_INTERPOLATION
 
-MPL_BACKEND = "Agg"
 FIGURE = {"polyp": "Fig. 2", "pe": "Fig. 4", "frames": "Fig. 6", "imt": "Figs. 8-9"}
 
 
@@ -182,22 +182,6 @@ def _published(experiment: Experiment) -> tuple[dict[str, Any], str]:
 
 # ------------------------------------------------------------------ figures
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use(MPL_BACKEND)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
-
-
 def _by_data(runs: list[Finished]) -> dict[str, list[Finished]]:
     out: dict[str, list[Finished]] = {}
     for r in runs:
@@ -214,7 +198,7 @@ def _colours(runs: list[Finished]) -> dict[str, str]:
 def _curve_figure(app: str, runs: list[Finished], title: str, path: Path,
                   styles: dict[str, str] | None = None) -> Path:
     """ROC (frames) or FROC (polyp, PE) curves, each with its 95% bootstrap band."""
-    plt = _plt()
+    plt = pyplot()
     colours = _colours(runs)
     fig, ax = plt.subplots(figsize=(6.2, 4.6))
     for r in runs:
@@ -245,12 +229,12 @@ def _curve_figure(app: str, runs: list[Finished], title: str, path: Path,
                ylabel="sensitivity")
     ax.set(ylim=(0, 1.02), title=title)
     ax.legend(fontsize=7, loc="lower right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _box_figure(runs: list[Finished], title: str, path: Path) -> Path:
     """Boundary errors per interface: Tukey box plots, mean and sd above each box (Fig. 9)."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.6 * len(runs) + 2), 4.4))
     for ax, name in zip(axes, INTERFACES, strict=True):
         values = [r.metrics[name]["per_roi"] for r in runs]
@@ -266,7 +250,7 @@ def _box_figure(runs: list[Finished], title: str, path: Path) -> Path:
         ax.set(title=name, ylabel=f"error ({runs[0].metrics['units']})")
     fig.suptitle(f"boundary error per test ROI, {title} (mean ± sd above each box)",
                  fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _example_figure(run: Finished, adapter: TajbakhshAdapter, path: Path) -> Path | None:
@@ -291,7 +275,7 @@ def _example_figure(run: Finished, adapter: TajbakhshAdapter, path: Path) -> Pat
         image = read_gray(roi.image)[y0:y1, x0:x1] if roi else None
     except ImageError:
         image = None
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), sharey=True)
     cols = np.arange(li.shape[1])
     panels = (("test ROI", image, ("expert",)), ("confidence maps (stretched)", rgb, ()),
@@ -306,12 +290,12 @@ def _example_figure(run: Finished, adapter: TajbakhshAdapter, path: Path) -> Pat
                         ls="--" if key == "expert" else "-")
         ax.set_title(title, fontsize=9)
     fig.suptitle(f"{run.name}: {maps[0].stem}", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _trace_figure(runs: list[Finished], path: Path) -> Path:
     """Validation AUC per epoch (the paper's Fig. 10)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.2, 4.2))
     for r in runs:
         trace = r.plan.run_dir / "trace.csv"
@@ -323,7 +307,7 @@ def _trace_figure(runs: list[Finished], path: Path) -> Path:
                 marker="o", ms=3, label=r.name)
     ax.set(xlabel="epoch", ylabel="validation AUC", title="validation AUC (Fig. 10)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _figures(app: str, runs: list[Finished], adapter: TajbakhshAdapter, fig_dir: Path
