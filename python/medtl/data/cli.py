@@ -34,11 +34,14 @@ def _input_errors() -> tuple[type[Exception], ...]:
             ManifestError, CheckError, OutputExistsError)
 
 
-def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def guarded(fn: Callable[[argparse.Namespace], int],
+            errors: Callable[[], tuple[type[Exception], ...]] = _input_errors
+            ) -> Callable[[argparse.Namespace], int]:
+    """`fn` with the input `errors` reported in one line and exit code 2."""
     def run(args: argparse.Namespace) -> int:
         try:
             return fn(args)
-        except _input_errors() as exc:
+        except errors() as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     return run
@@ -114,15 +117,15 @@ def add_commands(data: argparse.ArgumentParser) -> None:
                            "and compare it with its manifest")
     check.add_argument("path", type=Path)
     check.add_argument("--batch", type=int, default=100, help="records per Caffe forward")
-    check.set_defaults(func=_guarded(_cmd_check))
+    check.set_defaults(func=guarded(_cmd_check))
 
     ln = sub.add_parser("ln", help="Shin 2016 lymph-node views from TCIA CT Lymph Nodes")
     _build_args(ln, "CT Lymph Nodes collection")
-    ln.set_defaults(func=_guarded(lambda a: _build("ln", a)))
+    ln.set_defaults(func=guarded(lambda a: _build("ln", a)))
 
     ild = sub.add_parser("ild", help="Shin 2016 ILD slices or patches from the ILD database")
     _build_args(ild, "ILD database")
-    ild.set_defaults(func=_guarded(lambda a: _build("ild", a)))
+    ild.set_defaults(func=guarded(lambda a: _build("ild", a)))
 
     ph = sub.add_parser("phantoms", help="synthetic datasets in the published formats")
     ph_sub = ph.add_subparsers(dest="phantom_kind", metavar="KIND")
@@ -135,14 +138,14 @@ def add_commands(data: argparse.ArgumentParser) -> None:
                      metavar=("SLICES", "ROWS", "COLS"))
     pln.add_argument("--false-candidates", type=int, default=40)
     pln.add_argument("--seed", type=int, default=0)
-    pln.set_defaults(func=_guarded(_cmd_phantoms_ln))
+    pln.set_defaults(func=guarded(_cmd_phantoms_ln))
     pild = ph_sub.add_parser("ild", help="ILD database layout (DICOM slices + ROI files)")
     pild.add_argument("--out", required=True, type=Path)
     pild.add_argument("--patients", type=int, default=10)
     pild.add_argument("--slices", type=int, default=4, help="slices per patient")
     pild.add_argument("--size", type=int, default=512, help="slice side in pixels")
     pild.add_argument("--seed", type=int, default=0)
-    pild.set_defaults(func=_guarded(_cmd_phantoms_ild))
+    pild.set_defaults(func=guarded(_cmd_phantoms_ild))
 
     from medtl.data.cli_extra import add_commands as add_extra_commands
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from medtl.data import config as cfgmod
+from medtl.data.cli import guarded
 
 
 def _input_errors() -> tuple[type[Exception], ...]:
@@ -35,16 +35,6 @@ def _input_errors() -> tuple[type[Exception], ...]:
     return (cfgmod.ConfigError, CandidateError, ImageError, ChestXray14Error, DicomError,
             FeatureError, ManifestError, SplitError, OutputExistsError, FileNotFoundError,
             FileExistsError)
-
-
-def _guarded(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return fn(args)
-        except _input_errors() as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    return run
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -189,7 +179,7 @@ def add_phantom_commands(phantoms) -> None:
             p.add_argument("--revision", choices=("2017", "2020"), default="2017",
                            help="write Data_Entry_2017.csv or the 2020 revision's file")
         p.add_argument("--seed", type=int, default=0)
-        p.set_defaults(func=_guarded(_cmd_phantom), phantom_kind=kind)
+        p.set_defaults(func=guarded(_cmd_phantom, _input_errors), phantom_kind=kind)
 
 
 def add_commands(data_subparsers, phantoms=None) -> None:
@@ -205,20 +195,20 @@ def add_commands(data_subparsers, phantoms=None) -> None:
         p = tj_sub.add_parser(name, help=text)
         p.add_argument("--manifest", type=Path, help="candidate manifest CSV")
         _config_args(p)
-        p.set_defaults(func=_guarded(_cmd_tajbakhsh), application=name)
+        p.set_defaults(func=guarded(_cmd_tajbakhsh, _input_errors), application=name)
 
     k = data_subparsers.add_parser("kidney", help="Ravishankar 2016 kidney / background patches"
                                    " and Haar features from a candidate manifest")
     k.add_argument("--manifest", type=Path, help="candidate manifest CSV")
     _config_args(k)
-    k.set_defaults(func=_guarded(_cmd_kidney))
+    k.set_defaults(func=guarded(_cmd_kidney, _input_errors))
 
     cx = data_subparsers.add_parser("chestxray14", help="Boit 2019 ChestX-ray14 HDF5 sets "
                                     "(binary or 14-label) for DenseNet-121")
     cx.add_argument("--root", type=Path, help="the ChestX-ray14 folder (Data_Entry, lists, "
                     "images_*)")
     _config_args(cx)
-    cx.set_defaults(func=_guarded(_cmd_chestxray14))
+    cx.set_defaults(func=guarded(_cmd_chestxray14, _input_errors))
 
     f = data_subparsers.add_parser("features", help="deep features (e.g. fc7) of a dataset's "
                                    "records from a deploy net and caffemodel")
@@ -234,7 +224,7 @@ def add_commands(data_subparsers, phantoms=None) -> None:
     f.add_argument("--batch", type=int, default=50)
     f.add_argument("--gpu", type=int, help="GPU id (CPU when absent)")
     f.add_argument("--no-progress", action="store_true")
-    f.set_defaults(func=_guarded(_cmd_features))
+    f.set_defaults(func=guarded(_cmd_features, _input_errors))
 
     h = data_subparsers.add_parser("haar", help="Haar-like features of an LMDB's records")
     h.add_argument("--source", type=Path, required=True, help="an LMDB directory")
@@ -242,7 +232,7 @@ def add_commands(data_subparsers, phantoms=None) -> None:
     h.add_argument("--features", type=int, default=2000, help="features per record")
     h.add_argument("--window", type=int, default=24, help="window side (pixels)")
     h.add_argument("--no-progress", action="store_true")
-    h.set_defaults(func=_guarded(_cmd_haar))
+    h.set_defaults(func=guarded(_cmd_haar, _input_errors))
 
     if phantoms is None:
         synth = data_subparsers.add_parser("synth", help="synthetic data in these formats")

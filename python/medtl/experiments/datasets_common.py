@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from medtl.data.config import ConfigError
+from medtl.experiments.spec import REPO, Experiment
 from medtl.nets.registry import ModelSpec
 
 
@@ -42,3 +45,11 @@ def options_key(options: dict[str, Any]) -> str:
     """A short stable hash of a dataset's options: one cached build per distinct setting."""
     return hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()
                           ).hexdigest()[:10]
+
+
+def source_root(experiment: Experiment, what: str) -> Path:
+    """The dataset root a spec names (relative: to the repository), checked to be a folder."""
+    root = REPO / Path(experiment.dataset.source).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"{experiment.path}: dataset.source: {root} is not a folder ({what})")
+    return root

@@ -41,7 +41,7 @@ from medtl.data.folds import FoldError, write_folds
 from medtl.data.ild_dataset import IldConfig
 from medtl.data.manifest import sha256_file
 from medtl.experiments import ild_split
-from medtl.experiments.datasets_common import FoldData, options_key
+from medtl.experiments.datasets_common import FoldData, options_key, source_root
 from medtl.experiments.ild_scores import score_classification
 from medtl.experiments.spec import REPO, Experiment
 from medtl.nets.registry import ModelSpec, get_model
@@ -149,11 +149,7 @@ class ShinIldAdapter:
     def _collection(self) -> Path:
         ds = self.experiment.dataset
         if ds.source != "synthetic":
-            root = REPO / Path(ds.source).expanduser()  # relative sources: to the repository
-            if not root.is_dir():
-                raise ConfigError(f"{self.experiment.path}: dataset.source: {root} is not a "
-                                  "folder (the ILD database root: one folder per patient)")
-            return root
+            return source_root(self.experiment, "the ILD database root: one folder per patient")
         from medtl.data.phantoms_ild import write_collection
 
         phantom = dict(ds.phantom)

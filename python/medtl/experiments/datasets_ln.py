@@ -14,8 +14,8 @@ import numpy as np
 from medtl.data import config as data_config
 from medtl.data.config import ConfigError
 from medtl.data.manifest import sha256_file
-from medtl.experiments.datasets_common import FoldData, options_key
-from medtl.experiments.spec import REPO, Experiment
+from medtl.experiments.datasets_common import FoldData, options_key, source_root
+from medtl.experiments.spec import Experiment
 from medtl.metrics.froc import AREA_MAX_FP
 from medtl.nets.registry import ModelSpec, get_model
 
@@ -51,11 +51,7 @@ class ShinLnAdapter:
     def _collection(self) -> Path:
         ds = self.experiment.dataset
         if ds.source != "synthetic":
-            root = REPO / Path(ds.source).expanduser()  # relative sources: to the repository
-            if not root.is_dir():
-                raise ConfigError(f"{self.experiment.path}: dataset.source: {root} is not a "
-                                  "folder (the TCIA CT Lymph Nodes collection root)")
-            return root
+            return source_root(self.experiment, "the TCIA CT Lymph Nodes collection root")
         from medtl.data.phantoms_ln import write_collection
 
         phantom = dict(ds.phantom)
