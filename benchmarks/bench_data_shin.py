@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from medtl.data import bspline
-from medtl.data.geometry import Geometry
-from medtl.data.lmdb_writer import LmdbWriter, record_key, to_datum
-from medtl.data.views import ViewSampler, draw_params, plane_vectors, window_to_uint8
+from medtl.datasets.formats import bspline
+from medtl.datasets.formats.geometry import Geometry
+from medtl.datasets.lmdb_writer import LmdbWriter, record_key, to_datum
+from medtl.datasets.views import ViewSampler, draw_params, plane_vectors, window_to_uint8
 
 
 def _volume(shape, rng) -> tuple[np.ndarray, Geometry]:
@@ -52,7 +52,7 @@ def bench_views(quick: bool) -> None:
     cands = centre + rng.uniform(-0.3, 0.3, (n_cand, 3)) * g.extent_mm()
     params = [draw_params(rng, per_cand, (35.0, 128.0), 3.0, True) for _ in cands]
     centres = np.concatenate([np.repeat(c[None], per_cand, 0) for c in cands])
-    from medtl.data.views import ViewParams
+    from medtl.datasets.views import ViewParams
 
     allp = ViewParams.concat(params)
     n = len(allp)
@@ -91,7 +91,7 @@ def bench_views(quick: bool) -> None:
 
 
 def bench_memory(quick: bool) -> None:
-    from medtl.data.phantoms_ln import write_collection
+    from medtl.studies.shin2016.ln.phantoms import write_collection
 
     counts = (3, 6) if quick else (3, 6, 12)
     print("[memory] peak memory of a whole LN build (phantoms 60x96x96 voxels, 20 train / 5 test "
@@ -109,7 +109,7 @@ def bench_memory(quick: bool) -> None:
                 "                peak[0] = max(peak[0], int(ln.split()[1]))\n"
                 "        time.sleep(0.02)\n"
                 "threading.Thread(target=watch, daemon=True).start()\n"
-                "from medtl.data import ln_dataset, config\n"
+                "from medtl.datasets import ln_dataset, config\n"
                 "cfg=config.from_mapping(ln_dataset.LnConfig,{'train_views_per_candidate':20,"
                 "'test_views_per_candidate':5})\n"
                 f"ln_dataset.build('{tmp}/ph','{tmp}/ds',cfg,progress=False)\n"

@@ -9,7 +9,7 @@ Same as `medtl data phantoms`; see data_prep/README.md.
 
 import sys
 
-from medtl.data.cli import main
+from medtl.datasets.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["phantoms", *sys.argv[1:]]))

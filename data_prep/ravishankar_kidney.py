@@ -14,7 +14,7 @@ Same as `medtl data kidney`, `medtl data features` and `medtl data haar`.
 
 import sys
 
-from medtl.data.cli_extra import main
+from medtl.datasets.cli_extra import main
 
 if __name__ == "__main__":
     argv = sys.argv[1:]

@@ -8,7 +8,7 @@ Same as `medtl data ln`; see data_prep/README.md.
 
 import sys
 
-from medtl.data.cli import main
+from medtl.datasets.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["ln", *sys.argv[1:]]))

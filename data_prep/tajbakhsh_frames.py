@@ -10,7 +10,7 @@ Same as `medtl data tajbakhsh frames`; the manifest format is in data_prep/CANDI
 
 import sys
 
-from medtl.data.cli_extra import main
+from medtl.datasets.cli_extra import main
 
 if __name__ == "__main__":
     sys.exit(main(["tajbakhsh", "frames", *sys.argv[1:]]))

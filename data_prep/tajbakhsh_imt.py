@@ -10,7 +10,7 @@ Same as `medtl data tajbakhsh imt`; the manifest format is in data_prep/CANDIDAT
 
 import sys
 
-from medtl.data.cli_extra import main
+from medtl.datasets.cli_extra import main
 
 if __name__ == "__main__":
     sys.exit(main(["tajbakhsh", "imt", *sys.argv[1:]]))

@@ -9,7 +9,7 @@ Same as `medtl data phantoms KIND`.
 
 import sys
 
-from medtl.data.cli_extra import main
+from medtl.datasets.cli_extra import main
 
 if __name__ == "__main__":
     sys.exit(main(["phantoms", *sys.argv[1:]]))

@@ -8,7 +8,7 @@ import pytest
 
 from medtl import caffe_env
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # the repository (tests/ is one below)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

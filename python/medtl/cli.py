@@ -112,7 +112,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from medtl.data.config import ConfigError
+    from medtl.config import ConfigError
     from medtl.experiments import runner, spec
 
     try:
@@ -142,7 +142,7 @@ def _cmd_run_one(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from medtl.data.config import ConfigError
+    from medtl.config import ConfigError
     from medtl.experiments.report import build_report
 
     try:
@@ -222,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("spec", type=Path)
     rep.set_defaults(func=_cmd_report)
 
-    from medtl.data.cli import register as register_data
+    from medtl.datasets.cli import register as register_data
 
     register_data(sub)
     return parser

@@ -26,7 +26,7 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from medtl.caffe_env import caffe, caffe_pb2
-from medtl.data.atomic import OutputExistsError
+from medtl.datasets.atomic import OutputExistsError
 from medtl.prototxt import read_net, write_text
 
 Shape = tuple[int, ...]

@@ -15,13 +15,13 @@ per-sample predictions, and scores them the way the paper does. The builders:
 
 from __future__ import annotations
 
-from medtl.data.config import ConfigError
+from medtl.config import ConfigError
 from medtl.experiments.datasets_common import Adapter, FoldData, options_key
-from medtl.experiments.datasets_ild import ShinIldAdapter
-from medtl.experiments.datasets_ln import HIT_RULE, ShinLnAdapter, score_candidates
 from medtl.experiments.report_other import OTHER_ADAPTERS
 from medtl.experiments.spec import Experiment
-from medtl.experiments.tajbakhsh_adapters import TAJBAKHSH_ADAPTERS
+from medtl.studies.shin2016.ild.adapter import ShinIldAdapter
+from medtl.studies.shin2016.ln.adapter import HIT_RULE, ShinLnAdapter, score_candidates
+from medtl.studies.tajbakhsh2016.adapters import TAJBAKHSH_ADAPTERS
 
 ADAPTERS = {"shin_ln": ShinLnAdapter, "shin_ild": ShinIldAdapter, **OTHER_ADAPTERS,
             **TAJBAKHSH_ADAPTERS}

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from medtl.data.config import ConfigError
+from medtl.config import ConfigError
 from medtl.experiments.spec import REPO, Experiment
 from medtl.nets.registry import ModelSpec
 

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from medtl import zoo
-from medtl.data.config import ConfigError
+from medtl.config import ConfigError
 from medtl.experiments.spec import REPO, Experiment
 from medtl.nets.registry import get_model
 from medtl.protocols import Configuration
@@ -32,7 +32,7 @@ def source_weights(experiment: Experiment, model_name: str, *, progress: bool = 
         raise ConfigError(f"{experiment.path}: pretrained.weights has no entry for "
                           f"{model_name}, which a transfer-learning configuration needs{hint}")
     if source == SYNTHETIC:
-        from medtl.data.config import from_mapping
+        from medtl.config import from_mapping
         from medtl.experiments.source_task import SourceTask, pretrain
 
         model = get_model(model_name)

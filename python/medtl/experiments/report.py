@@ -13,12 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from medtl.experiments.datasets import adapter_for
-from medtl.experiments.report_classification import build_classification_report
 from medtl.experiments.report_common import finished_runs
-from medtl.experiments.report_froc import build_froc_report
 from medtl.experiments.report_other import OTHER_REPORTS
 from medtl.experiments.spec import load_experiment
-from medtl.experiments.tajbakhsh_report import build_tajbakhsh_report
+from medtl.studies.shin2016.ild.report import build_classification_report
+from medtl.studies.shin2016.ln.report import build_froc_report
+from medtl.studies.tajbakhsh2016.report import build_tajbakhsh_report
 
 BUILDERS = {"froc": build_froc_report, "classification": build_classification_report,
             "tajbakhsh": lambda experiment, _adapter: build_tajbakhsh_report(experiment.path),

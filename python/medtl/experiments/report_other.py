@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from medtl.experiments.boit_adapter import ChestXray14Adapter
-from medtl.experiments.ravishankar_adapter import DETECTION_RULE, KidneyAdapter
 from medtl.experiments.report_common import plt as pyplot
 from medtl.experiments.report_common import save_figure
 from medtl.experiments.spec import FINISHED, Experiment, expand, load_experiment
+from medtl.studies.boit2019.adapter import ChestXray14Adapter
+from medtl.studies.ravishankar2016.adapter import DETECTION_RULE, KidneyAdapter
 
 OTHER_ADAPTERS = {"ravishankar_kidney": KidneyAdapter, "chestxray14": ChestXray14Adapter}
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from medtl import __version__, caffe_env
-from medtl.data.atomic import OutputExistsError
-from medtl.data.manifest import sha256_file
+from medtl.datasets.atomic import OutputExistsError
+from medtl.datasets.manifest import sha256_file
 from medtl.experiments.datasets import FoldData, adapter_for
 from medtl.experiments.spec import FINISHED, Experiment, RunPlan, expand, load_experiment
 from medtl.generate import DataPaths, RunPaths, configuration_files

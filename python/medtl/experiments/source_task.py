@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medtl.data.config import option
-from medtl.data.lmdb_writer import shuffled_order, write_lmdb
+from medtl.config import option
+from medtl.datasets.lmdb_writer import shuffled_order, write_lmdb
 from medtl.nets.registry import ModelSpec
 from medtl.nets.variants import DataSpec, deploy_net, train_net, val_net
 from medtl.prototxt import write_text

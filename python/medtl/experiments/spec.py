@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from medtl.data.config import ConfigError, from_mapping, option
+from medtl.config import ConfigError, from_mapping, option
 from medtl.protocols import Configuration, configurations
 
 REPO = Path(__file__).resolve().parents[3]

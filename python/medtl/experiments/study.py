@@ -1,0 +1,304 @@
+"""The study contract: what every study's adapter owns, and the registry of them.
+
+A study adapter turns the `dataset:` section of a spec into the data a run needs and the
+run's outputs into the paper's numbers. The base class owns everything that is the same for
+every study, so a study writes only what is its own:
+
+- the builder's options (a strict config class, `options_class`), the study's own scoring
+  options (`scoring_class`, under `dataset.options.<scoring_key>`) and the phantom settings
+  (`phantom_class`), all parsed and validated when the spec is loaded;
+- where the data come from: the user's source (a path resolved against the spec's folder),
+  or the kit's phantoms written once per phantom setting;
+- the dataset cache key over everything that changes the dataset: builder, builder version,
+  resolved options, the source's resolved path and content identity (or the phantom
+  settings); the dataset lives in `<results>/datasets/<builder>_<key>/`;
+- prepare (build once), the manifest, and a fold's inputs from the manifest's databases;
+- the default evaluation: TEST-phase inference over the test database, per-sample rows
+  (`predictions`), and the study's score (`score`).
+
+A study subclass names its `builder` (the spec's `dataset.builder`), which registers it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from medtl import config as cfgmod
+from medtl import io
+from medtl.errors import ConfigError
+from medtl.paths import content_identity, resolve, results_root, shown
+from medtl.registry import Registry
+
+if TYPE_CHECKING:
+    from medtl.experiments.plan import RunPlan
+    from medtl.experiments.report import ReportBody, ReportContext
+    from medtl.experiments.spec import Experiment
+    from medtl.nets.registry import ModelSpec
+    from medtl.protocols import Configuration
+
+SYNTHETIC = "synthetic"
+DATASETS = "datasets"
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class FoldData:
+    """One fold's inputs, as absolute paths, with the counts the solver needs."""
+
+    train: str
+    val: str
+    mean_file: str | None
+    test: str
+    test_index: str
+    train_size: int
+    val_size: int
+    test_size: int
+    manifest_sha256: str
+    backend: str = "lmdb"           # "lmdb" (Data + transform_param) or "hdf5" (HDF5Data)
+
+
+def short_key(value: Any) -> str:
+    """A short stable digest of JSON-able settings."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+class StudyAdapter:
+    """Base of every study's adapter; see the module docstring for what it owns."""
+
+    builder: ClassVar[str] = ""              # `dataset.builder` in a spec; registers the class
+    version: ClassVar[int] = 1               # bump when the same settings build other data
+    paper: ClassVar[str] = ""
+    studies: ClassVar[tuple[str, ...]] = ()  # the protocol's studies it can serve
+    options_class: ClassVar[type]            # the dataset builder's strict configuration
+    scoring_key: ClassVar[str | None] = None  # key under dataset.options for scoring options
+    scoring_class: ClassVar[type | None] = None
+    phantom_class: ClassVar[type | None] = None
+    source_help: ClassVar[str] = "the dataset in its published format"
+    positive_classes: ClassVar[tuple[int, ...]] = (1,)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.builder:
+            BUILDERS.register(cls.builder, cls)
+
+    def __init__(self, experiment: Experiment) -> None:
+        self.experiment = experiment
+        ds = experiment.dataset
+        where = f"{experiment.path}: dataset.options"
+        raw = dict(ds.options)
+        scoring_raw = raw.pop(self.scoring_key, None) if self.scoring_key else None
+        self.config = cfgmod.from_mapping(self.options_class, self.dataset_options(raw),
+                                          where=where)
+        self.scoring = (cfgmod.from_mapping(self.scoring_class, scoring_raw or {},
+                                            where=f"{where}.{self.scoring_key}")
+                        if self.scoring_class else None)
+        self.phantom = (cfgmod.from_mapping(self.phantom_class, ds.phantom,
+                                            where=f"{experiment.path}: dataset.phantom")
+                        if self.phantom_class else None)
+        if ds.phantom and self.phantom_class is None:
+            raise ConfigError(f"{experiment.path}: dataset.phantom: the {self.builder} builder "
+                              "has no phantoms")
+        if experiment.spec.study not in self.studies:
+            raise ConfigError(f"{experiment.path}: dataset.builder: {self.builder} serves the "
+                              f"stud{'ies' if len(self.studies) > 1 else 'y'} "
+                              f"{', '.join(self.studies)}, not {experiment.spec.study!r}")
+        self.check()
+        self.check_plan()
+
+    # ------------------------------------------------------------------ hooks of a study
+
+    def dataset_options(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The builder's options as the spec gives them (a study may add defaults that
+        follow from the spec, e.g. the input sizes of its models)."""
+        return raw
+
+    def check(self) -> None:
+        """Study-specific checks of the options against the spec's configurations."""
+
+    def fold_count(self) -> int | None:
+        """How many folds the dataset has (None: known only once the data are read)."""
+        return 1
+
+    def check_fraction(self, fraction: float) -> None:
+        """Raise ConfigError for a data fraction the dataset does not provide."""
+        if fraction != 1.0:
+            raise ConfigError(f"{self.experiment.path}: data_fractions: {fraction:g}: the "
+                              f"{self.builder} dataset trains on whole folds (use 1.0)")
+
+    def write_phantoms(self, dest: Path) -> None:
+        """Write the kit's phantoms for `self.phantom` at `dest` (in the published format)."""
+        raise NotImplementedError
+
+    def locate(self, path: Path) -> Path:
+        """The source as the builder reads it, from the resolved `dataset.source` (e.g. a
+        candidate manifest inside a folder); raise ConfigError when it is not there."""
+        if not path.is_dir():
+            raise ConfigError(f"{self.experiment.path}: dataset.source: {shown(path)} is not a "
+                              f"folder ({self.source_help})")
+        return path
+
+    def build(self, source: Path, dest: Path, progress: bool) -> None:
+        """Build the dataset from `source` into `dest` (complete or absent)."""
+        raise NotImplementedError
+
+    def fold_data(self, fold: int, fraction: float, seed: int, model: ModelSpec) -> FoldData:
+        """A fold's inputs; the default reads one train / val / test split from the
+        manifest."""
+        self.prepare()
+        dbs = {d["role"]: d for d in self.manifest()["databases"]}
+        return self.fold_from(dbs["train"], dbs["val"], dbs["test"])
+
+    def predictions(self, fold: FoldData, probs: np.ndarray) -> list[dict[str, Any]]:
+        """Per test sample: its metadata and score, from the net's outputs in record order."""
+        raise NotImplementedError
+
+    def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
+        """The paper's numbers of one run's predictions."""
+        raise NotImplementedError
+
+    def evaluate(self, plan: RunPlan, cfg: Configuration, fold: FoldData, weights: Path,
+                 run_dir: Path) -> dict[str, Any]:
+        """Predict the test set, write predictions.csv, score it."""
+        from medtl.infer import predict_database
+
+        probs, _ = predict_database(cfg, fold, weights, run_dir / "net" / "test.prototxt",
+                                    gpu=self.experiment.training.gpu)
+        rows = self.predictions(fold, probs)
+        io.write_csv(run_dir / "predictions.csv", rows)
+        return self.score(rows, fold)
+
+    def report(self, ctx: ReportContext) -> ReportBody:
+        """The study's report sections beside the paper's tables."""
+        raise NotImplementedError
+
+    def provenance_extra(self) -> list[str]:
+        """Assumptions of the study beyond its options (e.g. a split rule), for reports."""
+        return []
+
+    # ------------------------------------------------------------------ owned by the base
+
+    def check_plan(self) -> None:
+        """The spec's folds and data fractions against what the dataset provides."""
+        spec = self.experiment.spec
+        count = self.fold_count()
+        for fold in spec.folds:
+            if count is not None and fold > count:
+                raise ConfigError(f"{self.experiment.path}: folds: fold {fold}, but the "
+                                  f"{self.builder} dataset has {count} fold(s)")
+        for fraction in spec.data_fractions:
+            self.check_fraction(fraction)
+
+    @property
+    def synthetic(self) -> bool:
+        return self.experiment.dataset.source == SYNTHETIC
+
+    @cached_property
+    def source_path(self) -> Path | None:
+        """The resolved `dataset.source` (None for the phantoms)."""
+        if self.synthetic:
+            return None
+        return resolve(self.experiment.dataset.source, self.experiment.path.parent)
+
+    def source(self) -> Path:
+        """What the builder reads: the user's data, or the phantoms (written once)."""
+        if not self.synthetic:
+            return self.locate(self.source_path)
+        dest = (results_root() / DATASETS / "phantoms"
+                / f"{self.builder}_{short_key(self.phantom_settings())}")
+        if not dest.exists():
+            self.write_phantoms(dest)
+        return dest
+
+    def phantom_settings(self) -> dict[str, Any]:
+        return {"builder": self.builder, "version": self.version,
+                "phantom": cfgmod.to_dict(self.phantom) if self.phantom else {}}
+
+    def settings(self) -> dict[str, Any]:
+        """Everything the spec says that changes the dataset (no file is read)."""
+        source: dict[str, Any] = (self.phantom_settings() if self.synthetic
+                                  else {"path": str(self.source_path)})
+        return {"builder": self.builder, "version": self.version,
+                "options": cfgmod.to_dict(self.config), "source": source}
+
+    def source_identity(self) -> str | None:
+        """The content identity of the user's source (None: phantoms, or not there)."""
+        if self.synthetic or not self.source_path.exists():
+            return None
+        return content_identity(self.source_path)
+
+    @cached_property
+    def dataset_key(self) -> str:
+        """The cache key of the dataset: its settings and the identity of its source."""
+        return short_key({**self.settings(), "identity": self.source_identity()})
+
+    @property
+    def dataset_dir(self) -> Path:
+        return results_root() / DATASETS / f"{self.builder}_{self.dataset_key}"
+
+    def scoring_settings(self) -> dict[str, Any]:
+        """The study's scoring options (they change a run's numbers, not its dataset)."""
+        return cfgmod.to_dict(self.scoring) if self.scoring is not None else {}
+
+    def is_built(self) -> bool:
+        return (self.dataset_dir / MANIFEST).is_file()
+
+    def prepare(self, progress: bool = True) -> None:
+        """Build the dataset unless it is there."""
+        if not self.is_built():
+            io.clean_stale_temps(self.dataset_dir.parent)
+            self.build(self.source(), self.dataset_dir, progress)
+
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.dataset_dir / MANIFEST).read_text())
+
+    def fold_from(self, train: dict[str, Any], val: dict[str, Any], test: dict[str, Any],
+                  root: Path | None = None, manifest: Path | None = None) -> FoldData:
+        """FoldData of three manifest database records under `root` (the dataset)."""
+        root = root or self.dataset_dir
+        manifest = manifest or root / MANIFEST
+        backend = "hdf5" if train.get("format") == "hdf5" else "lmdb"
+        mean = train.get("mean_file")
+        return FoldData(train=str(root / train["path"]), val=str(root / val["path"]),
+                        mean_file=str(root / mean) if mean else None,
+                        test=str(root / test["path"]),
+                        test_index=str(root / test["index_file"]) if test.get("index_file")
+                        else "",
+                        train_size=train["count"], val_size=val["count"],
+                        test_size=test["count"], manifest_sha256=io.sha256_file(manifest),
+                        backend=backend)
+
+    def protocol_values(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """Each option group's values with provenance, for the reports' one walk."""
+        out = {"dataset": cfgmod.protocol_values(self.config)}
+        if self.scoring is not None:
+            out[self.scoring_key or "scoring"] = cfgmod.protocol_values(self.scoring)
+        return out
+
+
+BUILDERS: Registry[type[StudyAdapter]] = Registry("dataset builder")
+
+
+def study_for(experiment: Experiment) -> StudyAdapter:
+    """The adapter of the spec's `dataset.builder`."""
+    builder = experiment.dataset.builder
+    try:
+        cls = BUILDERS.get(builder)
+    except KeyError as exc:
+        raise ConfigError(f"{experiment.path}: dataset.builder: {exc.args[0]}") from None
+    return cls(experiment)
+
+
+def phantom_writer(fn: Callable[..., Any]) -> Callable[[StudyAdapter, Path], None]:
+    """A `write_phantoms` that calls `fn(dest, **phantom settings)`."""
+    def write(self: StudyAdapter, dest: Path) -> None:
+        fn(dest, **{f: getattr(self.phantom, f) for f in cfgmod.field_names(self.phantom)})
+    return write

@@ -1,0 +1,61 @@
+"""Each paper's protocol, declared once: its fine-tuning policies, solvers and the
+configurations (model x policy per study) it reports, every value with its provenance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import import_module
+from typing import Literal
+
+from medtl.finetune import Policy
+from medtl.provenance import Sourced
+from medtl.solver import SolverRecipe
+
+PAPERS = ("shin2016", "tajbakhsh2016", "ravishankar2016", "boit2019")
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One trained network of one study: what `prototxt/` and `solvers/` hold a copy of."""
+
+    paper: str
+    study: str
+    model: str                       # medtl.nets.registry name
+    policy: Policy
+    solver: SolverRecipe
+    num_classes: Sourced
+    train_size: Sourced              # nominal size the canonical solver is computed for
+    val_size: Sourced
+    loss: Literal["softmax", "sigmoid"] = "softmax"
+    label: str = ""                  # the paper's name for it, e.g. "AlexNet-TL-H"
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}_{self.policy.name}"
+
+    def provenance(self) -> dict[str, Sourced]:
+        """Every value of this configuration with its source or its "assumed" reason."""
+        p = self.policy
+        out = {"num_classes": self.num_classes, "train_size": self.train_size,
+               "val_size": self.val_size, "policy.init": p.init, "policy.base_lr": p.base_lr,
+               "policy.first_learning": p.first_learning, "policy.tuned_mult": p.tuned_mult,
+               "policy.classifier_mult": p.classifier_mult, "policy.bias_ratio": p.bias_ratio,
+               "policy.decay_mults": p.decay_mults}
+        out.update({f"solver.{k}": v for k, v in self.solver.values().items()})
+        return out
+
+    def assumptions(self) -> dict[str, str]:
+        """The values the paper leaves open, with the kit's reasons."""
+        return {k: v.assumed for k, v in self.provenance().items() if v.is_assumed}
+
+
+def configurations(paper: str | None = None) -> list[Configuration]:
+    """Every configuration the papers report (one paper's, when given)."""
+    papers = PAPERS if paper is None else (paper,)
+    out: list[Configuration] = []
+    for name in papers:
+        if name not in PAPERS:
+            raise KeyError(f"unknown paper {name!r}; known: {', '.join(PAPERS)}")
+        out.extend(import_module(f"medtl.studies.{name}.protocol").CONFIGURATIONS)
+    return out

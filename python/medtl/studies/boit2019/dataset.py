@@ -1,0 +1,352 @@
+"""ChestX-ray14 for DenseNet-121 (Boit & Zeng 2019): HDF5 sets for Caffe's `HDF5Data` layer.
+
+Caffe's `Data` layer carries one integer label; the sigmoid cross-entropy loss of the binary
+and 14-label tasks needs float label vectors, so the images go to HDF5 files, stored as the
+net consumes them: 1024 x 1024 PNG -> 256 x 256 (area average) -> 224 x 224 (the centre, or
+a random crop for augmented copies) -> gray in B, G and R -> minus the DenseNet-Caffe port's
+BGR mean, times its scale (medtl.nets.densenet MEAN_BGR, INPUT_SCALE). HDF5Data takes no
+transform_param, so nothing is to be added in the prototxt.
+
+    train/train.txt (+ train_NNN.h5)   shuffled; `train_augmented_copies` Keras-augmented
+                                       copies of each image instead, when > 0
+    val/val.txt, test/test.txt         in list order
+    <set>_index.csv                    rank -> image, patient, label(s), copy
+    splits.csv                         image, patient, role (train / val / test)
+    class_balance.csv                  images per finding (and binary class) per set
+
+The split is the official patient-level one (train_val_list.txt / test_list.txt); the
+validation patients are drawn from train_val. Images are read one at a time (112,120 of them
+never sit in memory), written straight to their rank's row.
+"""
+
+from __future__ import annotations
+
+import csv
+import zlib
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from medtl import config
+from medtl.config import option
+from medtl.datasets.atomic import atomic_dir
+from medtl.datasets.dbset import DatabaseSet, DbSpec
+from medtl.datasets.formats.images import ImageError, read_gray
+from medtl.datasets.manifest import Manifest, sha256_file
+from medtl.datasets.splits import SPLITS_CSV, Member, write_splits
+from medtl.nets.densenet import INPUT_SCALE, MEAN_BGR
+from medtl.progress import bar
+from medtl.provenance import assumed, paper
+from medtl.studies.boit2019.augment import KerasAugment
+from medtl.studies.boit2019.reader import FINDINGS, ChestXray14Error, Collection, Entry, scan
+
+METHODS = "Boit & Zeng 2019 Methodology"
+CHOLLET = ("Chollet, Deep Learning with Python Sec. 5.2.5 ImageDataGenerator example, the "
+           "Keras recipe the poster follows")
+ROLES = ("train", "val", "test")
+BALANCE_CSV = "class_balance.csv"
+
+
+@dataclass(frozen=True)
+class ChestXray14Config:
+    seed: int = option(0, "seed of the validation patients, key order and augmentation")
+    task: str = option("binary", "binary (one sigmoid) or multilabel (14 sigmoids)",
+                       assumed("binary", "the poster reports binary accuracy and does not "
+                               "define the task"), choices=("binary", "multilabel"))
+    positive_findings: list[str] = option(
+        [], "binary task: findings that make an image positive (empty: any finding)",
+        assumed([], "'No Finding' vs any finding: the poster does not define the binary task"))
+    binary_negatives: str = option(
+        "rest", "binary task: negatives are every other image (rest) or only 'No Finding' "
+        "images (no_finding; images with other findings are left out)",
+        choices=("rest", "no_finding"))
+    data_entry: str = option("auto", "Data_Entry file: auto (2017, else the 2020 revision), "
+                             "2017, 2020, or a file name in the root")
+    val_fraction: float = option(
+        0.1, "share of the train_val patients held out for validation",
+        assumed(0.1, "the poster gives no split; 10% of train_val_list.txt, by patient"))
+    view_positions: list[str] = option([], "keep only these View Positions (PA, AP; empty: "
+                                       "all)")
+    image_size: int = option(256, "side the PNGs are resized to (area average)",
+                             assumed(256, "the DenseNet-Caffe port's ImageNet protocol: 224 "
+                                     "crops of 256 images (the poster gives no size)"))
+    crop_size: int = option(224, "side of the stored crop (the net input)",
+                            assumed(224, "DenseNet-121's 224 x 224 input"))
+    mean_bgr: tuple[float, float, float] = option(
+        tuple(MEAN_BGR), "BGR mean subtracted", assumed(
+            tuple(MEAN_BGR), "what the DenseNet-Caffe port's ImageNet weights expect "
+            "(medtl.nets.densenet.MEAN_BGR)"))
+    input_scale: float = option(INPUT_SCALE, "factor after the mean is subtracted", assumed(
+        INPUT_SCALE, "the DenseNet-Caffe port's scale (medtl.nets.densenet.INPUT_SCALE)"))
+    train_augmented_copies: int = option(
+        0, "0: each training image once (centre crop); k > 0: k Keras-augmented copies each "
+        "(random transform and random crop) in place of the original",
+        paper(0, "Boit & Zeng 2019 Results: 'Feature extraction without Data Augmentation' "
+              "(set k > 0 for 'Fine-tuning with Data Augmentation')"))
+    rotation_range: float = option(40.0, "augmentation: rotation range (degrees)",
+                                   assumed(40.0, CHOLLET))
+    width_shift_range: float = option(0.2, "augmentation: column shift (fraction)",
+                                      assumed(0.2, CHOLLET))
+    height_shift_range: float = option(0.2, "augmentation: row shift (fraction)",
+                                       assumed(0.2, CHOLLET))
+    shear_range: float = option(0.2, "augmentation: shear (degrees, keras_preprocessing)",
+                                assumed(0.2, CHOLLET))
+    zoom_range: float = option(0.2, "augmentation: zoom range", assumed(0.2, CHOLLET))
+    horizontal_flip: bool = option(True, "augmentation: random horizontal flips",
+                                   assumed(True, CHOLLET))
+    fill_mode: str = option("nearest", "augmentation: fill outside the image",
+                            assumed("nearest", f"{CHOLLET}; also Keras's default"),
+                            choices=("nearest", "constant", "reflect", "wrap"))
+    max_images: int = option(0, "per split, use only the first N listed images (0: all); "
+                             "for demos")
+    hash_images: bool = option(False, "record every PNG's sha256 in the manifest (reads "
+                               "45 GB twice for the full set)")
+    max_file_mb: int = option(1024, "largest HDF5 file (Caffe loads one file at a time)")
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.positive_findings if f not in FINDINGS]
+        if unknown:
+            raise ValueError(f"positive_findings: unknown finding {unknown[0]!r}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError("val_fraction must lie in (0, 1)")
+        if not 0 < self.crop_size <= self.image_size:
+            raise ValueError("need 0 < crop_size <= image_size")
+        if self.train_augmented_copies < 0 or self.max_images < 0:
+            raise ValueError("train_augmented_copies and max_images must be >= 0")
+        if self.task == "multilabel" and (self.positive_findings
+                                          or self.binary_negatives != "rest"):
+            raise ValueError("positive_findings / binary_negatives apply to the binary task")
+
+    def augment(self) -> KerasAugment:
+        return KerasAugment(self.rotation_range, self.width_shift_range,
+                            self.height_shift_range, self.shear_range, self.zoom_range,
+                            self.horizontal_flip, self.fill_mode)
+
+
+def label_of(entry: Entry, cfg: ChestXray14Config) -> int | list[int] | None:
+    """The task's label of an image; None when the binary task leaves it out."""
+    if cfg.task == "multilabel":
+        return entry.multi_hot()
+    positives = set(cfg.positive_findings or FINDINGS)
+    if positives & set(entry.findings):
+        return 1
+    if cfg.binary_negatives == "no_finding" and entry.findings:
+        return None
+    return 0
+
+
+def split_patients(col: Collection, cfg: ChestXray14Config) -> dict[str, str]:
+    """Image -> role: test from test_list.txt; train_val patients dealt to val at random."""
+    patients = sorted(col.patients(col.train_val), key=int)
+    perm = np.random.default_rng([cfg.seed, zlib.crc32(b"val")]).permutation(len(patients))
+    n_val = max(1, round(cfg.val_fraction * len(patients))) if len(patients) > 1 else 0
+    val = {patients[i] for i in perm[:n_val]}
+    role = {i: ("val" if col.entries[i].patient in val else "train") for i in col.train_val}
+    role.update({i: "test" for i in col.test})
+    return role
+
+
+@dataclass
+class _Set:
+    images: list[str]
+    labels: list[Any]
+    copies: int
+
+    @property
+    def count(self) -> int:
+        return len(self.images) * max(1, self.copies)
+
+
+def _plan(col: Collection, cfg: ChestXray14Config, manifest: Manifest
+          ) -> tuple[dict[str, str], dict[str, _Set]]:
+    role = split_patients(col, cfg)
+    sets = {r: _Set([], [], cfg.train_augmented_copies if r == "train" else 0) for r in ROLES}
+    for source in (col.train_val, col.test):
+        for image in source:
+            entry = col.entries[image]
+            if cfg.view_positions and entry.view not in cfg.view_positions:
+                manifest.skip("view position not kept")
+                continue
+            label = label_of(entry, cfg)
+            if label is None:
+                manifest.skip("binary task: finding outside positive_findings")
+                continue
+            s = sets[role[image]]
+            if cfg.max_images and len(s.images) >= cfg.max_images:
+                continue
+            s.images.append(image)
+            s.labels.append(label)
+    if col.unlisted:
+        manifest.skip("in Data_Entry but in neither split list", len(col.unlisted))
+    for r, s in sets.items():
+        if not s.images:
+            raise ChestXray14Error(f"{col.root}: the {r} set would be empty")
+    return role, sets
+
+
+def load_resized(path: Path, size: int) -> np.ndarray:
+    """size x size float32 gray, area-averaged (Pillow's BOX filter) from the PNG."""
+    try:
+        gray = read_gray(path)
+    except ImageError as exc:
+        raise ChestXray14Error(str(exc)) from None
+    img = Image.fromarray(gray)
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BOX)
+    return np.asarray(img, dtype=np.float32)
+
+
+def to_input(gray: np.ndarray, top: int, left: int, cfg: ChestXray14Config) -> np.ndarray:
+    """3 x crop x crop float32: the crop, gray in B, G, R, mean subtracted, scaled."""
+    s = cfg.crop_size
+    crop = gray[top:top + s, left:left + s]
+    mean = np.asarray(cfg.mean_bgr, np.float32).reshape(3, 1, 1)
+    return ((crop[None] - mean) * np.float32(cfg.input_scale)).astype(np.float32)
+
+
+def build(root: Path, dest: Path, cfg: ChestXray14Config | None = None, *,
+          progress: bool = True) -> Path:
+    """Build the HDF5 sets at `dest` (atomically) from the collection at `root`."""
+    cfg = cfg or ChestXray14Config()
+    root, dest = Path(root), Path(dest).resolve()
+    col = scan(root, data_entry=cfg.data_entry)
+    multi = cfg.task == "multilabel"
+    classes = list(FINDINGS) if multi else ["negative", "positive"]
+    manifest = Manifest(dataset=f"boit2019-chestxray14-{cfg.task}", generator_module=__name__,
+                        seed=cfg.seed, config=config.to_dict(cfg),
+                        protocol=config.protocol_values(cfg), classes=classes)
+    role, sets = _plan(col, cfg, manifest)
+    columns = ("image", "patient_id", *(("findings",) if multi else ("label", "findings")),
+               "copy")
+    aug = cfg.augment()
+    s = cfg.crop_size
+    with atomic_dir(dest) as tmp:
+        dbs = DatabaseSet(tmp, dest, manifest)
+        try:
+            ranks = {}
+            for r in ROLES:
+                st = sets[r]
+                ranks[r] = (np.random.default_rng([cfg.seed, zlib.crc32(r.encode())])
+                            .permutation(st.count) if r == "train" else np.arange(st.count))
+                dbs.add(DbSpec(r, "hdf5", r, None, st.count, (3, s, s), dtype="float32",
+                               label_shape=(len(FINDINGS),) if multi else (),
+                               index_columns=columns))
+            _write_all(col, sets, ranks, dbs, cfg, aug, manifest, root, progress)
+            dbs.close()
+        except BaseException:
+            dbs.abort()
+            raise
+        for path in (col.data_entry, root / "train_val_list.txt", root / "test_list.txt"):
+            manifest.add_source(path, root)
+        if col.bboxes:
+            manifest.add_source(root / "BBox_List_2017.csv", root)
+        members = [Member(i, col.entries[i].patient) for r in ROLES for i in sets[r].images]
+        write_splits(tmp / SPLITS_CSV, members, role)
+        manifest.counts = class_balance(col, sets, cfg)
+        write_balance_csv(tmp / BALANCE_CSV, manifest.counts)
+        manifest.notes = {
+            "input": f"stored preprocessed: BGR mean {tuple(cfg.mean_bgr)} subtracted, x "
+                     f"{cfg.input_scale}; add no transform_param (HDF5Data has none)",
+            "labels": "multi-hot over FINDINGS order" if multi else
+                      "1 = positive (any of positive_findings), 0 = negative",
+            "findings_order": list(FINDINGS),
+            "split": "official patient-level lists; validation patients from train_val",
+            "data_entry": col.data_entry.name,
+            "bbox_rows": len(col.bboxes),
+            "augmentation": "Keras ImageDataGenerator transforms "
+                            "(medtl.studies.boit2019.augment) on the 256 image, then a random "
+                            "crop" if cfg.train_augmented_copies else "none (centre crops)",
+            "splits_file": SPLITS_CSV,
+        }
+        manifest.write(tmp)
+    return dest
+
+
+def _write_all(col: Collection, sets: dict[str, _Set], ranks, dbs: DatabaseSet,
+               cfg: ChestXray14Config, aug: KerasAugment, manifest: Manifest, root: Path,
+               progress: bool) -> None:
+    total = sum(st.count for st in sets.values())
+    centre = (cfg.image_size - cfg.crop_size) // 2
+    pbar = bar(total, "ChestX-ray14 images", enabled=progress, unit="record")
+    try:
+        for r in ROLES:
+            st = sets[r]
+            n = len(st.images)
+            for k, (image, label) in enumerate(zip(st.images, st.labels, strict=True)):
+                entry = col.entries[image]
+                path = col.images[image]
+                if cfg.hash_images:
+                    manifest.add_source(path, root, sha256=sha256_file(path))
+                gray = load_resized(path, cfg.image_size)
+                findings = "|".join(entry.findings) or "No Finding"
+                for copy in range(max(1, st.copies)):
+                    if st.copies:
+                        rng = np.random.default_rng([cfg.seed, zlib.crc32(image.encode()), copy])
+                        g = aug.apply(gray, aug.draw(rng, *gray.shape))
+                        top, left = rng.integers(0, cfg.image_size - cfg.crop_size + 1, 2)
+                    else:
+                        g, top, left = gray, centre, centre
+                    rank = int(ranks[r][copy * n + k])
+                    extra = [findings] if isinstance(label, list) else [label, findings]
+                    dbs.put(r, rank, to_input(g, int(top), int(left), cfg), label,
+                            entry.patient, [image, entry.patient, *extra, copy])
+                    pbar.update(1)
+        if not cfg.hash_images:
+            for folder in sorted({p.parent for p in col.images.values()}):
+                manifest.sources.append({"path": str(folder.relative_to(root)),
+                                         "kind": "png-folder", "files": sum(
+                                             1 for p in col.images.values()
+                                             if p.parent == folder), "sha256": None})
+    finally:
+        pbar.close()
+
+
+def class_balance(col: Collection, sets: dict[str, _Set], cfg: ChestXray14Config
+                  ) -> dict[str, Any]:
+    """Per set: images, patients, records, label counts (and every finding's count)."""
+    out: dict[str, Any] = {}
+    for r, st in sets.items():
+        findings = Counter(f for i in st.images for f in col.entries[i].findings)
+        entry: dict[str, Any] = {
+            "images": len(st.images), "records": st.count,
+            "patients": len(col.patients(st.images)),
+            "no_finding": sum(1 for i in st.images if not col.entries[i].findings),
+            "findings": {f: findings.get(f, 0) for f in FINDINGS}}
+        if cfg.task == "binary":
+            pos = sum(st.labels)
+            entry["binary"] = {"positive": pos, "negative": len(st.labels) - pos,
+                               "positive_share": round(pos / len(st.labels), 4)}
+        out[r] = entry
+    return out
+
+
+def format_balance(counts: dict[str, Any]) -> str:
+    """The class balance as lines for the terminal."""
+    lines = []
+    for r, e in counts.items():
+        head = f"{r:<5} {e['images']:>7} images {e['patients']:>6} patients"
+        if "binary" in e:
+            b = e["binary"]
+            head += (f"  positive {b['positive']} / negative {b['negative']} "
+                     f"({100 * b['positive_share']:.1f}% positive)")
+        lines.append(head)
+        lines.append("      " + ", ".join(f"{k} {v}" for k, v in e["findings"].items()))
+    return "\n".join(lines)
+
+
+def write_balance_csv(path: Path, counts: dict[str, Any]) -> None:
+    """class_balance.csv: set, finding (or "No Finding", "binary positive" ...), images."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["set", "class", "images"])
+        for r, e in counts.items():
+            w.writerow([r, "No Finding", e["no_finding"]])
+            for k, v in e["findings"].items():
+                w.writerow([r, k, v])
+            for k, v in e.get("binary", {}).items():
+                if k != "positive_share":
+                    w.writerow([r, f"binary {k}", v])

@@ -1,0 +1,270 @@
+"""Reader for TCIA's "CT Lymph Nodes" collection (Roth et al. 2014; Seff et al. 2015).
+
+Layout (PROTOCOLS.md, "Public formats"), under one root:
+
+    ABD_LYMPH_001/<study>/<series>/*.dcm           one CT series per patient (also MED_LYMPH_xxx)
+    MED_ABD_LYMPH_ANNOTATIONS/<PID>/<PID>_lymphnodes_physicalPoints.txt   node centres, "x y z"
+    MED_ABD_LYMPH_ANNOTATIONS/<PID>/<PID>_lymphnodes_indices.txt          voxel "i j k" (optional)
+    MED_ABD_LYMPH_ANNOTATIONS/<PID>/<PID>_lymphnodes_sizes.txt            mm (optional)
+    MED_ABD_LYMPH_CANDIDATES/<PID>/<PID>_posCADe_physicalPoints.txt       true candidates
+    MED_ABD_LYMPH_CANDIDATES/<PID>/<PID>_negCADe_physicalPoints.txt       false candidates
+    MED_ABD_LYMPH_CANDIDATES/<PID>/*grtIDs*.txt    node of each positive candidate (optional)
+
+Physical points are world millimetres in the DICOM patient (LPS) frame, the frame ITK's
+TransformPhysicalPointToIndex uses in Roth's released pipeline. A user CSV
+(patient_id,x,y,z,label[,candidate_id]) can replace the CADe candidate files.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medtl.datasets.formats.dicom import DicomError, read_series, single_series_files
+from medtl.datasets.formats.geometry import Geometry
+
+REGION_PREFIX = {"med": "MED_LYMPH_", "abd": "ABD_LYMPH_"}
+ANNOTATIONS = "MED_ABD_LYMPH_ANNOTATIONS"
+CANDIDATES = "MED_ABD_LYMPH_CANDIDATES"
+
+
+class LnDataError(ValueError):
+    """A lymph-node source file that cannot be used; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str                 # "<PID>:<source>:<line>", unique and traceable
+    patient: str
+    world: tuple[float, float, float]
+    label: int              # 1 true lymph node, 0 false candidate
+    source: str             # posCADe, negCADe, annotation, csv
+    where: str              # file:line it came from
+    node: int | None = None  # 0-based node index (from grtIDs), when known
+
+
+@dataclass
+class LnPatient:
+    pid: str
+    series_files: list[Path]
+    geometry: Geometry
+    nodes: np.ndarray                       # (n, 3) world mm
+    node_where: list[str]
+    node_sizes: list[list[float]]
+    candidates: list[Candidate]
+    text_files: list[Path] = field(default_factory=list)
+    index_base: int | None = None           # 0 or 1, derived from the geometry
+    index_error_vox: float | None = None
+
+
+def read_points(path: Path, columns: int = 3) -> tuple[np.ndarray, list[str]]:
+    """Rows of `columns` numbers, blank lines ignored; (array, ["file:line", ...])."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LnDataError(f"{path}: cannot be read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise LnDataError(f"{path}: not a text file") from exc
+    rows, where = [], []
+    for n, line in enumerate(text.splitlines(), start=1):
+        parts = line.replace(",", " ").split()
+        if not parts:
+            continue
+        if len(parts) != columns:
+            raise LnDataError(f"{path}:{n}: expected {columns} numbers, got {line.strip()!r}")
+        try:
+            values = [float(p) for p in parts]
+        except ValueError as exc:
+            raise LnDataError(f"{path}:{n}: not a number in {line.strip()!r}") from exc
+        if not np.all(np.isfinite(values)):
+            raise LnDataError(f"{path}:{n}: non-finite coordinate in {line.strip()!r}")
+        rows.append(values)
+        where.append(f"{path}:{n}")
+    return np.array(rows, dtype=float).reshape(-1, columns), where
+
+
+def _read_rows(path: Path) -> list[list[float]]:
+    rows = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if line.split():
+            try:
+                rows.append([float(v) for v in line.replace(",", " ").split()])
+            except ValueError as exc:
+                raise LnDataError(f"{path}:{n}: not a number in {line.strip()!r}") from exc
+    return rows
+
+
+def patient_ids(root: Path, region: str) -> list[str]:
+    """Patients of `region` with a series folder under `root`."""
+    prefix = REGION_PREFIX[region]
+    pattern = re.compile(rf"^{prefix}\d+$")
+    root = Path(root)
+    if not root.is_dir():
+        raise LnDataError(f"{root}: no such directory (the CT Lymph Nodes root)")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and pattern.match(p.name))
+
+
+def _check_orphans(folder: Path, region: str, with_series: set[str]) -> None:
+    if not folder.is_dir():
+        return
+    prefix = REGION_PREFIX[region]
+    for sub in sorted(folder.iterdir()):
+        if sub.is_dir() and sub.name.startswith(prefix) and sub.name not in with_series:
+            files = sorted(f.name for f in sub.iterdir())
+            shown = f"{sub / files[0]}" if files else str(sub)
+            raise LnDataError(f"{shown}: annotation/candidate file for patient {sub.name}, "
+                              "which has no DICOM series under the root")
+
+
+def derive_index_base(points: np.ndarray, indices: np.ndarray, geometry: Geometry,
+                      where: list[str]) -> tuple[int, float]:
+    """Which index base (0 or 1) makes the TCIA `_indices.txt` agree with the geometry's
+    world -> voxel transform of the physical points; (base, worst error in voxels)."""
+    if len(points) != len(indices):
+        raise LnDataError(f"{where[0].rsplit(':', 1)[0] if where else 'indices'}: "
+                          f"{len(indices)} index rows for {len(points)} physical points")
+    computed = geometry.world_to_index(points)
+    errors = {base: float(np.abs(indices - base - computed).max()) for base in (0, 1)}
+    base = min(errors, key=errors.get)
+    return base, errors[base]
+
+
+def read_candidates_csv(path: Path) -> dict[str, list[Candidate]]:
+    """A user candidate list: columns patient_id,x,y,z,label[,candidate_id] (label 1 or 0)."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise LnDataError(f"{path}: cannot be read ({exc.strerror})") from exc
+    reader = csv.reader(lines)
+    header = [h.strip() for h in next(reader, [])]
+    need = ["patient_id", "x", "y", "z", "label"]
+    if header[:5] != need or len(header) not in (5, 6) or (len(header) == 6 and
+                                                          header[5] != "candidate_id"):
+        raise LnDataError(f"{path}:1: header must be {','.join(need)}[,candidate_id]")
+    out: dict[str, list[Candidate]] = {}
+    seen: set[str] = set()
+    for n, row in enumerate(reader, start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != len(header):
+            raise LnDataError(f"{path}:{n}: expected {len(header)} columns, got {len(row)}")
+        pid = row[0].strip()
+        try:
+            xyz = tuple(float(v) for v in row[1:4])
+            label = int(row[4])
+        except ValueError as exc:
+            raise LnDataError(f"{path}:{n}: bad number ({exc})") from exc
+        if label not in (0, 1):
+            raise LnDataError(f"{path}:{n}: label must be 0 or 1, got {label}")
+        cid = row[5].strip() if len(header) == 6 else f"{pid}:csv:{n}"
+        if cid in seen:
+            raise LnDataError(f"{path}:{n}: candidate_id {cid} repeated")
+        seen.add(cid)
+        out.setdefault(pid, []).append(Candidate(cid, pid, xyz, label, "csv", f"{path}:{n}"))
+    return out
+
+
+def _grt_ids(folder: Path, pid: str, positives: list[Candidate], nodes: np.ndarray
+             ) -> list[Candidate]:
+    files = sorted(folder.glob(f"{pid}*grtIDs*.txt"))
+    if not files or not positives or len(nodes) == 0:
+        return positives
+    rows = _read_rows(files[0])
+    ids = [int(r[0]) for r in rows]
+    if len(ids) != len(positives):
+        raise LnDataError(f"{files[0]}: {len(ids)} node ids for {len(positives)} positive "
+                          "candidates")
+    best = None
+    for base in (0, 1):  # the index base is not documented: keep the nearer linking
+        idx = np.array(ids) - base
+        if idx.min() < 0 or idx.max() >= len(nodes):
+            continue
+        dist = np.linalg.norm(nodes[idx] - np.array([c.world for c in positives]), axis=1)
+        if best is None or dist.mean() < best[1]:
+            best = (idx, dist.mean())
+    if best is None:
+        raise LnDataError(f"{files[0]}: node ids outside 0..{len(nodes)} for {len(nodes)} nodes")
+    return [Candidate(c.id, c.patient, c.world, c.label, c.source, c.where, int(i))
+            for c, i in zip(positives, best[0], strict=True)]
+
+
+def load_patient(root: Path, pid: str, *, annotations_dir: Path, candidates_dir: Path | None,
+                 csv_candidates: dict[str, list[Candidate]] | None) -> LnPatient:
+    """Headers, geometry and every text file of one patient (no pixels yet)."""
+    root = Path(root)
+    try:
+        files = single_series_files(root / pid)
+        geometry = read_series(files, pixels=False).geometry
+    except DicomError as exc:
+        raise LnDataError(str(exc)) from exc
+    ann = Path(annotations_dir) / pid
+    node_file = ann / f"{pid}_lymphnodes_physicalPoints.txt"
+    if not node_file.is_file():
+        raise LnDataError(f"{node_file}: missing (node centres of patient {pid})")
+    nodes, node_where = read_points(node_file)
+    text_files = [node_file]
+    sizes: list[list[float]] = [[] for _ in range(len(nodes))]
+    size_file = ann / f"{pid}_lymphnodes_sizes.txt"
+    if size_file.is_file():
+        rows = _read_rows(size_file)
+        if len(rows) != len(nodes):
+            raise LnDataError(f"{size_file}: {len(rows)} rows for {len(nodes)} nodes")
+        sizes = rows
+        text_files.append(size_file)
+    patient = LnPatient(pid, files, geometry, nodes, node_where, sizes, [], text_files)
+    index_file = ann / f"{pid}_lymphnodes_indices.txt"
+    if index_file.is_file() and len(nodes):
+        indices, where = read_points(index_file)
+        patient.index_base, patient.index_error_vox = derive_index_base(
+            nodes, indices, geometry, where)
+        text_files.append(index_file)
+    if csv_candidates is not None:
+        patient.candidates = list(csv_candidates.get(pid, []))
+        return patient
+    folder = Path(candidates_dir) / pid
+    cands: list[Candidate] = []
+    for kind, label in (("posCADe", 1), ("negCADe", 0)):
+        path = folder / f"{pid}_{kind}_physicalPoints.txt"
+        if not path.is_file():
+            raise LnDataError(f"{path}: missing ({kind} candidates of patient {pid})")
+        points, where = read_points(path)
+        text_files.append(path)
+        group = [Candidate(f"{pid}:{kind}:{w.rsplit(':', 1)[1]}", pid, tuple(p), label, kind, w)
+                 for p, w in zip(points, where, strict=True)]
+        if label == 1:
+            group = _grt_ids(folder, pid, group, nodes)
+            text_files.extend(sorted(folder.glob(f"{pid}*grtIDs*.txt"))[:1])
+        cands.extend(group)
+    patient.candidates = cands
+    return patient
+
+
+def scan(root: Path, region: str, *, annotations_dir: Path | None = None,
+         candidates_dir: Path | None = None, candidates_csv: Path | None = None
+         ) -> list[LnPatient]:
+    """Every patient of `region`: headers and text files, validated; no pixel data read."""
+    root = Path(root)
+    pids = patient_ids(root, region)
+    if not pids:
+        raise LnDataError(f"{root}: no {REGION_PREFIX[region]}xxx patient folders")
+    annotations_dir = Path(annotations_dir) if annotations_dir else root / ANNOTATIONS
+    candidates_dir = Path(candidates_dir) if candidates_dir else root / CANDIDATES
+    _check_orphans(annotations_dir, region, set(pids))
+    csv_cands = read_candidates_csv(candidates_csv) if candidates_csv else None
+    if csv_cands is None:
+        _check_orphans(candidates_dir, region, set(pids))
+    else:
+        orphans = sorted(set(csv_cands) - set(pids))
+        if orphans:
+            first = csv_cands[orphans[0]][0]
+            raise LnDataError(f"{first.where}: candidate for patient {orphans[0]}, which has "
+                              "no DICOM series under the root")
+    return [load_patient(root, pid, annotations_dir=annotations_dir,
+                         candidates_dir=candidates_dir, csv_candidates=csv_cands)
+            for pid in pids]

@@ -1,0 +1,123 @@
+"""The training driver: selection, trace, divergence, and kill-and-resume equivalence."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medtl.datasets.lmdb_writer import shuffled_order, write_lmdb
+from medtl.nets.cifarnet import cifarnet
+from medtl.nets.variants import DataSpec, train_net, val_net
+from medtl.prototxt import write_text
+from medtl.solver import solver_param
+from medtl.surgery import read_weights
+from medtl.synthetic import blob_images
+from medtl.train.driver import DivergenceError, TrainSpec, train
+
+BATCH, N_TRAIN, N_VAL = 20, 200, 60
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    for name, n, seed in (("train", N_TRAIN, 1), ("val", N_VAL, 2)):
+        images, labels = blob_images(n, 32, seed=seed)
+        order = shuffled_order(n, seed)
+        write_lmdb(root / name, ((int(order[i]), images[i], int(labels[i])) for i in range(n)))
+    return root
+
+
+def _run(datasets: Path, run_dir: Path, *, base_lr: float = 0.01, epochs: int = 4,
+         selection: str = "max_val_auc") -> TrainSpec:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    mean = (110.0, 110.0, 110.0)
+    train_path = write_text(run_dir / "train.prototxt", train_net(
+        cifarnet, 2, DataSpec(str(datasets / "train"), BATCH, mean_value=mean), "CifarNet"))
+    val_path = write_text(run_dir / "val.prototxt", val_net(
+        cifarnet, 2, DataSpec(str(datasets / "val"), BATCH, mean_value=mean), "CifarNet"))
+    ipe = N_TRAIN // BATCH
+    solver = write_text(run_dir / "solver.prototxt", solver_param(
+        train_net=train_path, test_net=val_path, test_iter=N_VAL // BATCH, test_interval=ipe,
+        base_lr=base_lr, momentum=0.9, weight_decay=0.0005, lr_policy="step", gamma=0.9,
+        stepsize=ipe, max_iter=ipe * epochs, snapshot_prefix=run_dir / "unused",
+        random_seed=11))
+    return TrainSpec(solver=solver, run_dir=run_dir, iters_per_epoch=ipe, max_epochs=epochs,
+                     val_batches=N_VAL // BATCH, selection=selection, seed=7, progress=False)
+
+
+def test_training_writes_a_trace_and_keeps_the_selected_snapshot(caffe, datasets, tmp_path):
+    spec = _run(datasets, tmp_path / "run")
+    result = train(spec)
+    with spec.run_dir.joinpath("trace.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    aucs = [float(r["val_auc"]) for r in rows]
+    assert result.selected_epoch == 1 + int(np.argmax(aucs))
+    # validation sees the trained weights: the blob task is learnt, not guessed
+    assert max(aucs) > 0.9
+    assert float(rows[-1]["val_loss"]) < 0.6
+    assert result.selected_value == pytest.approx(max(aucs))
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert float(rows[1]["learning_rate"]) == pytest.approx(0.01 * 0.9, rel=1e-5)
+    best = sorted(spec.run_dir.joinpath("snapshots").glob("*.caffemodel"))
+    expected = {f"epoch_iter_{e * spec.iters_per_epoch}.caffemodel"
+                for e in {result.selected_epoch, 4}}
+    assert {p.name for p in best} == expected
+    assert [p.name for p in spec.run_dir.joinpath("snapshots").glob("*.solverstate")] == [
+        f"epoch_iter_{4 * spec.iters_per_epoch}.solverstate"]
+    selected = read_weights(result.selected_weights)
+    chosen = read_weights(spec.run_dir / "snapshots"
+                          / f"epoch_iter_{result.selected_epoch * spec.iters_per_epoch}.caffemodel")
+    for name in selected:
+        np.testing.assert_array_equal(selected[name][0], chosen[name][0])
+
+
+def test_a_killed_run_resumes_to_the_same_result(caffe, datasets, tmp_path):
+    whole = train(_run(datasets, tmp_path / "whole"))
+
+    spec = _run(datasets, tmp_path / "killed")
+    script = (
+        "from pathlib import Path\n"
+        "from medtl.train.driver import TrainSpec, train\n"
+        f"train(TrainSpec(solver=Path({str(spec.solver)!r}), run_dir=Path({str(spec.run_dir)!r}),"
+        f" iters_per_epoch={spec.iters_per_epoch}, max_epochs={spec.max_epochs},"
+        f" val_batches={spec.val_batches}, selection={spec.selection!r}, seed={spec.seed},"
+        " progress=False))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
+    trace = spec.run_dir / "trace.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if trace.is_file() and len(trace.read_text().splitlines()) >= 3:  # header + 2 epochs
+            break
+        if proc.poll() is not None:
+            pytest.fail("the training process ended before it could be killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(trace.read_text().splitlines()) < 5, "the run finished before the kill"
+
+    resumed = train(spec)
+    assert resumed.resumed_from_epoch >= 2
+    assert resumed.selected_epoch == whole.selected_epoch
+    a, b = read_weights(whole.selected_weights), read_weights(resumed.selected_weights)
+    for name in a:
+        for x, y in zip(a[name], b[name], strict=True):
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    rows_a = (tmp_path / "whole" / "trace.csv").read_text().splitlines()
+    rows_b = trace.read_text().splitlines()
+    # Every column but the last (wall-clock seconds) is identical.
+    assert [r.rsplit(",", 1)[0] for r in rows_a] == [r.rsplit(",", 1)[0] for r in rows_b]
+
+
+def test_divergence_stops_the_run_with_a_clear_error(caffe, datasets, tmp_path):
+    spec = _run(datasets, tmp_path / "diverge", base_lr=1e4, epochs=3, selection="min_val_loss")
+    with pytest.raises(DivergenceError, match=r"diverged|training loss is"):
+        train(spec)

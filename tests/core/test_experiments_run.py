@@ -1,0 +1,111 @@
+"""`medtl run` and `medtl report` on a small synthetic lymph-node study, with real Caffe."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medtl.config import ConfigError
+from medtl.datasets.atomic import OutputExistsError
+from medtl.experiments import runner, spec
+from medtl.experiments.report import build_report
+from medtl.paths import REPO
+from medtl.zoo import WeightsNotFoundError
+
+
+@pytest.fixture
+def results_root(tmp_path, monkeypatch):
+    """Runs write under a temporary results/ (inherited by `run-one` subprocesses)."""
+    root = tmp_path / "results"
+    monkeypatch.setenv("MEDTL_RESULTS", str(root))
+    return root
+
+
+def _write_spec(folder: Path, name: str, **changes) -> Path:
+    base = {
+        "paper": "shin2016", "study": "ln_mediastinum", "title": "tiny",
+        "dataset": {"builder": "shin_ln", "source": "synthetic",
+                    "phantom": {"patients": 4, "seed": 3, "n_false": 12},
+                    "options": {"region": "med", "seed": 3, "folds": 2,
+                                "train_views_per_candidate": 6, "val_views_per_candidate": 2,
+                                "test_views_per_candidate": 2, "val_fraction": 0.5}},
+        "configurations": ["cifarnet_ri"], "folds": [1], "seeds": [1],
+        "training": {"max_epochs": 2}, "published": str(
+            REPO / "experiments/shin2016/published.yaml"),
+    }
+    base.update(changes)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+def test_a_run_produces_every_file_and_a_second_run_trains_nothing(results_root, tmp_path,
+                                                                    caffe):
+    spec_path = _write_spec(tmp_path, "tiny")
+    status = runner.run_experiment(spec_path, progress=False)
+    assert status == {"cifarnet_ri__fold1__frac1__seed1": "done"}
+    run_dir = results_root / "shin2016" / "tiny" / "runs" / "cifarnet_ri__fold1__frac1__seed1"
+    for name in ("run.json", "solver.prototxt", "net/train.prototxt", "trace.csv",
+                 "selected.caffemodel", "predictions.csv", "manifest.json", "metrics.json"):
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["tpr_at_3fp"]["estimate"] <= 1
+    assert metrics["patients"] == 2
+    resolved = json.loads((run_dir / "run.json").read_text())
+    assert resolved["provenance"]["solver.momentum"]["source"] == "Shin 2016 Sec. III-C"
+    assert "training.max_epochs = 2 (the paper's: 30)" in resolved["deviations"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["caffe"]["upstream_commit"].startswith("99bd997")
+
+    before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+    again = runner.run_experiment(spec_path, progress=False)
+    assert again == {"cifarnet_ri__fold1__frac1__seed1": "finished earlier"}
+    assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()} == before
+
+    report = build_report(spec_path)
+    text = report.read_text()
+    assert "| CifarNet | 1 |" in text and "0.91, 0.70" in text
+    assert "training.max_epochs = 2 (the paper's: 30)" in text
+    assert "assumed" in text
+    for figure in ("froc.png", "training_traces.png", "filters_cifarnet_ri.png",
+                   "confusion.png"):
+        assert (report.parent / "figures" / figure).stat().st_size > 1000, figure
+
+
+def test_a_run_directory_with_other_settings_is_never_overwritten(results_root, tmp_path,
+                                                                   caffe):
+    first = _write_spec(tmp_path, "clash")
+    plan = spec.expand(spec.load_experiment(first))[0]
+    plan.run_dir.mkdir(parents=True)
+    (plan.run_dir / "run.json").write_text(json.dumps({"run_id": "someone else's"}))
+    with pytest.raises(OutputExistsError, match="never overwritten"):
+        runner.run_one(plan, progress=False)
+    assert json.loads((plan.run_dir / "run.json").read_text()) == {"run_id": "someone else's"}
+
+
+def test_missing_pretrained_weights_say_where_to_get_them(results_root, tmp_path, caffe):
+    no_entry = _write_spec(tmp_path, "tl_no_entry", configurations=["alexnet-h_tl"])
+    plan = spec.expand(spec.load_experiment(no_entry))[0]
+    with pytest.raises(ConfigError, match=r"no entry for alexnet-h.*bvlc_alexnet.*"
+                                          r"9116a64c0fbe4459d18f4bb6b56d647b63920377"):
+        runner.run_one(plan, progress=False)
+    absent = _write_spec(tmp_path, "tl_absent", configurations=["alexnet-h_tl"],
+                         pretrained={"weights": {"alexnet-h": "bvlc_alexnet"},
+                                     "search_dirs": [str(tmp_path / "nowhere")]})
+    plan = spec.expand(spec.load_experiment(absent))[0]
+    with pytest.raises(WeightsNotFoundError, match="9116a64c0fbe4459d18f4bb6b56d647b63920377"):
+        runner.run_one(plan, progress=False)
+    assert not (plan.run_dir / "metrics.json").exists()
+
+
+def test_medtl_run_rejects_a_bad_spec_naming_the_key(tmp_path):
+    bad = _write_spec(tmp_path, "bad", foldz=[1])
+    result = subprocess.run([sys.executable, "-m", "medtl", "run", str(bad)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "unknown key 'foldz'" in result.stderr

@@ -1,0 +1,72 @@
+"""Experiment specs: strict loading, stable expansion, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medtl.config import ConfigError
+from medtl.experiments.spec import expand, load_experiment
+from medtl.paths import REPO
+
+SPECS = sorted((REPO / "experiments").glob("*/*.yaml"))
+STUDY_SPECS = [p for p in SPECS if p.name != "published.yaml"]
+
+
+def _spec(tmp_path: Path, **changes) -> Path:
+    base = {"paper": "shin2016", "study": "ln_mediastinum", "dataset": {"builder": "shin_ln"},
+            "configurations": ["cifarnet_ri", "alexnet-h_tl"], "folds": [1, 2, 3]}
+    base.update(changes)
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
+@pytest.mark.parametrize("path", STUDY_SPECS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_checked_in_spec_loads(path):
+    experiment = load_experiment(path)
+    assert expand(experiment)
+
+
+def test_expansion_gives_stable_ids_in_a_stable_order(tmp_path):
+    experiment = load_experiment(_spec(tmp_path, seeds=[1, 2]))
+    ids = [p.run_id for p in expand(experiment)]
+    assert ids[:3] == ["cifarnet_ri__fold1__frac1__seed1", "cifarnet_ri__fold1__frac1__seed2",
+                       "cifarnet_ri__fold2__frac1__seed1"]
+    assert len(ids) == len(set(ids)) == 2 * 3 * 2
+    assert ids == [p.run_id for p in expand(load_experiment(_spec(tmp_path, seeds=[1, 2])))]
+    assert expand(experiment)[0].run_dir.parts[-4:] == (
+        "shin2016", "spec", "runs", "cifarnet_ri__fold1__frac1__seed1")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"epochs": 3}, "unknown key 'epochs'"),
+    ({"folds": "all"}, "folds: expected a list"),
+    ({"configurations": ["resnet_tl"]}, "'resnet_tl' is not a configuration of "
+                                        "shin2016/ln_mediastinum"),
+    ({"study": "ln_thorax"}, "shin2016 has no study 'ln_thorax'"),
+    ({"paper": "smith2020"}, "unknown paper 'smith2020'"),
+    ({"training": {"max_epoch": 3}}, "training: unknown key 'max_epoch'"),
+    ({"data_fractions": [0.0]}, "data_fractions: 0.0 is not in (0, 1]"),
+    ({"ensembles": {"Combined": ["alexnet-h_ri"]}}, "'alexnet-h_ri' is not among"),
+    ({"configurations": [{"model": "alexnet-l", "policy": "warm"}]}, "policy 'warm' is not"),
+])
+def test_a_bad_spec_is_rejected_naming_the_key(tmp_path, change, message):
+    path = _spec(tmp_path, **change)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_deviations_from_the_paper_are_listed(tmp_path):
+    experiment = load_experiment(_spec(
+        tmp_path, training={"max_epochs": 2},
+        configurations=["cifarnet_ri", {"model": "alexnet-l", "policy": "tl"}],
+        dataset={"builder": "shin_ln", "source": "synthetic"}))
+    deviations = "\n".join(experiment.deviations())
+    assert "training.max_epochs = 2 (the paper's: 30)" in deviations
+    assert "synthetic phantoms" in deviations
+    assert "alexnet-l TL (not in the paper)" in deviations
