@@ -7,9 +7,7 @@
 Same as `medtl data chestxray14`; see python/medtl/data/chestxray14_dataset.py.
 """
 
-import sys
-
-from medtl.datasets.cli_extra import main
+from medtl.cli import data_entry
 
 if __name__ == "__main__":
-    sys.exit(main(["chestxray14", *sys.argv[1:]]))
+    data_entry("chestxray14")

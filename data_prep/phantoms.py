@@ -7,9 +7,7 @@
 Same as `medtl data phantoms`; see data_prep/README.md.
 """
 
-import sys
-
-from medtl.datasets.cli import main
+from medtl.cli import data_entry
 
 if __name__ == "__main__":
-    sys.exit(main(["phantoms", *sys.argv[1:]]))
+    data_entry("phantoms")

@@ -12,12 +12,7 @@ candidate manifest, and fc7 (or any blob's) features of them from a deploy net.
 Same as `medtl data kidney`, `medtl data features` and `medtl data haar`.
 """
 
-import sys
-
-from medtl.datasets.cli_extra import main
+from medtl.cli import data_entry
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    if argv[:1] in (["features"], ["haar"]):
-        sys.exit(main(argv))
-    sys.exit(main(["kidney", *argv]))
+    data_entry("kidney", commands=("features", "haar"))

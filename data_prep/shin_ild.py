@@ -6,9 +6,7 @@
 Same as `medtl data ild`; see data_prep/README.md.
 """
 
-import sys
-
-from medtl.datasets.cli import main
+from medtl.cli import data_entry
 
 if __name__ == "__main__":
-    sys.exit(main(["ild", *sys.argv[1:]]))
+    data_entry("ild")

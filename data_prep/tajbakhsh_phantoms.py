@@ -7,9 +7,7 @@ KIND: polyp, pe, frames, imt (Tajbakhsh 2016), kidney (Ravishankar 2016), chestx
 Same as `medtl data phantoms KIND`.
 """
 
-import sys
-
-from medtl.datasets.cli_extra import main
+from medtl.cli import data_entry
 
 if __name__ == "__main__":
-    sys.exit(main(["phantoms", *sys.argv[1:]]))
+    data_entry("phantoms")

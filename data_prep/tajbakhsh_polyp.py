@@ -8,9 +8,7 @@ patch LMDBs from a candidate manifest.
 Same as `medtl data tajbakhsh polyp`; the manifest format is in data_prep/CANDIDATE_MANIFEST.md.
 """
 
-import sys
-
-from medtl.datasets.cli_extra import main
+from medtl.cli import data_entry
 
 if __name__ == "__main__":
-    sys.exit(main(["tajbakhsh", "polyp", *sys.argv[1:]]))
+    data_entry("tajbakhsh", "polyp")

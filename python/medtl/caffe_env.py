@@ -12,12 +12,14 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 
+from medtl.errors import MedtlError
+
 # glog prints every layer it sets up to stderr; keep warnings and errors only unless the
 # user asked otherwise.
 os.environ.setdefault("GLOG_minloglevel", "1")
 
 
-class CaffeNotFoundError(RuntimeError):
+class CaffeNotFoundError(MedtlError, RuntimeError):
     """pycaffe or the caffe tool is not installed where medtl looks for it."""
 
 
@@ -74,7 +76,7 @@ def build_info() -> dict[str, str]:
     return info
 
 
-class NoGpuBuildError(RuntimeError):
+class NoGpuBuildError(MedtlError, RuntimeError):
     """A GPU was asked of a CPU-only Caffe build."""
 
 

@@ -1,11 +1,23 @@
-"""`medtl` command line (also `python -m medtl`)."""
+"""`medtl` command line (also `python -m medtl`): one parser for every command.
+
+Each command parses its arguments and calls one function of the kit. A `MedtlError` (a bad
+spec, file or run) becomes one line on stderr and exit status 2; anything else is a bug in
+the kit and keeps its traceback. The studies add their `medtl data ...` commands through
+`medtl.commands.DATA_COMMANDS`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from pathlib import Path
 
+from medtl.commands import DATA_COMMANDS
+from medtl.errors import MedtlError, one_line
+
+# ------------------------------------------------------------------ core commands
 
 def _cmd_demo(_args: argparse.Namespace) -> int:
     from medtl import demo
@@ -27,17 +39,18 @@ def _cmd_info(_args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from medtl import generate
+    from medtl.paths import shown
 
     if args.check:
         drift = generate.canonical_drift()
         for rel in drift:
             print(f"drift: {rel}")
-        print(f"{len(drift)} canonical file(s) differ from the generators"
+        print(f"{len(drift)} generated file(s) differ from the generators"
               + ("; run `medtl generate`" if drift else ""))
         return 1 if drift else 0
     changed = generate.write_canonical(paper=args.paper)
     for path in changed:
-        print(f"wrote {path.relative_to(generate.REPO)}")
+        print(f"wrote {shown(path)}")
     print(f"{len(changed)} file(s) written or updated")
     return 0
 
@@ -60,17 +73,11 @@ def _epochs_arg(text: str) -> tuple[float, ...]:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    import json
-
     from medtl import inspect_net
 
-    try:
-        found = [inspect_net.inspect(path, weights=args.weights, train_size=args.train_size,
-                                     epochs=args.epochs, input_shape=args.input_shape)
-                 for path in args.paths]
-    except inspect_net.InspectError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    found = [inspect_net.inspect(path, weights=args.weights, train_size=args.train_size,
+                                 epochs=args.epochs, input_shape=args.input_shape)
+             for path in args.paths]
     if len(found) == 2:
         changes = inspect_net.diff(*found)
         if args.json:
@@ -87,71 +94,129 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_weights(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+TRANSPLANT_ADVICE = ("Name the target's renamed layers with --fresh LAYER and the source "
+                     "layers left behind with --drop LAYER, or accept the loss with "
+                     "--allow-partial.")
 
+
+def _cmd_weights(args: argparse.Namespace) -> int:
     from medtl import surgery, zoo
 
-    try:
-        if args.action == "download":
-            path = zoo.download_weights(args.model, Path(args.dest))
-            print(f"{path} (sha1 verified)")
-        elif args.action == "verify":
-            print(f"{args.file}: sha1 {zoo.verify_weights(args.model, Path(args.file))}")
-        else:
+    if args.action == "download":
+        path = zoo.download_weights(args.model, Path(args.dest))
+        print(f"{path} (sha1 verified)")
+    elif args.action == "verify":
+        print(f"{args.file}: sha1 {zoo.verify_weights(args.model, Path(args.file))}")
+    else:
+        try:
             report = surgery.transplant(
                 Path(args.source_def), Path(args.source_weights), Path(args.target_def),
                 Path(args.dest), fresh=tuple(args.fresh), drop=tuple(args.drop),
                 allow_partial=args.allow_partial, seed=args.seed)
-            print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
-    except (zoo.ZooError, surgery.SurgeryError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        except surgery.TransplantError as exc:
+            raise exc.advised(TRANSPLANT_ADVICE) from None
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from medtl.config import ConfigError
-    from medtl.experiments import runner, spec
+    from medtl.experiments import plan as planmod
+    from medtl.experiments import runner
 
-    try:
-        if args.list:
-            for plan in spec.expand(spec.load_experiment(args.spec)):
-                state = "finished" if (plan.run_dir / runner.FINISHED).is_file() else "to run"
-                print(f"{plan.run_id}  {state}  {plan.run_dir}")
-            return 0
-        status = runner.run_experiment(args.spec, parallel=args.parallel,
-                                       progress=not args.no_progress)
-    except (ConfigError, FileNotFoundError, runner.RunError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    failed = [k for k, v in status.items() if v.startswith("failed")]
-    for run_id in failed:
-        print(f"failed: {run_id}: {status[run_id]}", file=sys.stderr)
+    if args.list:
+        plan = planmod.load_plan(args.spec)
+        states = [(run, plan.state(run)) for run in plan.runs]
+        counts: dict[str, int] = {}
+        for _, state in states:
+            counts[state.state.value] = counts.get(state.state.value, 0) + 1
+        exp = plan.experiment
+        print(f"{exp.spec.paper}/{exp.path.stem}: {len(states)} runs: "
+              + ", ".join(f"{n} {s}" for s, n in counts.items()))
+        for run, state in states:
+            print(f"{run.run_id}  {state}")
+        return 0
+    status = runner.run_experiment(args.spec, parallel=args.parallel,
+                                   progress=not args.no_progress,
+                                   rerun_stale=args.rerun_stale,
+                                   retry_failed=args.retry_failed)
+    failed = {k: v for k, v in status.items() if v.startswith("failed")}
+    for run_id, outcome in failed.items():
+        print(f"{run_id}: {outcome}", file=sys.stderr)
     return 1 if failed else 0
 
 
 def _cmd_run_one(args: argparse.Namespace) -> int:
     from medtl.experiments import runner
 
-    plan = runner.find_plan(args.spec, args.run_id)
-    metrics = runner.run_one(plan, progress=not args.no_progress)
-    print(f"{plan.run_id}: selected epoch {metrics['selected_epoch']}")
-    return 0
+    return runner.carry_out(args.spec, args.run_id, progress=not args.no_progress)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from medtl.config import ConfigError
-    from medtl.experiments.report import build_report
+    from medtl.experiments.report.build import build_report
+    from medtl.paths import shown
 
-    try:
-        path = build_report(args.spec)
-    except (ConfigError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {path}")
+    print(f"wrote {shown(build_report(args.spec))}")
     return 0
+
+
+# ------------------------------------------------------------------ generic data commands
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from medtl.datasets.check import check_dataset, format_report
+
+    report = check_dataset(Path(args.path), batch=args.batch)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def _cmd_features(args: argparse.Namespace) -> int:
+    from medtl.datasets.features import extract
+
+    out = extract(args.deploy, args.weights, args.source, args.out, blob=args.blob,
+                  mean_file=args.mean_file, mean_value=tuple(args.mean_value or ()),
+                  scale=args.scale, batch=args.batch, gpu=args.gpu,
+                  progress=not args.no_progress)
+    print(f"{args.blob} features written to {out}")
+    return 0
+
+
+def _help_of(parser: argparse.ArgumentParser):
+    return lambda _args: (parser.print_help(), 2)[1]
+
+
+def _add_data(sub) -> None:
+    data = sub.add_parser("data", help="build, check and fake the study datasets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    data.set_defaults(func=_help_of(data))
+
+    check = data_sub.add_parser("check", help="read a dataset back through Caffe's data "
+                                "layers and compare it with its manifest")
+    check.add_argument("path", type=Path)
+    check.add_argument("--batch", type=int, default=100, help="records per Caffe forward")
+    check.set_defaults(func=_cmd_check)
+
+    f = data_sub.add_parser("features", help="deep features (e.g. fc7) of a dataset's "
+                            "records from a deploy net and caffemodel")
+    f.add_argument("--deploy", type=Path, required=True)
+    f.add_argument("--weights", type=Path, required=True)
+    f.add_argument("--source", type=Path, required=True,
+                   help="an LMDB directory or an HDF5 list (.txt)")
+    f.add_argument("--out", type=Path, required=True, help="output .h5 or .npz")
+    f.add_argument("--blob", default="fc7")
+    f.add_argument("--mean-file", type=Path, help="mean .binaryproto (the training set's)")
+    f.add_argument("--mean-value", type=float, nargs="+", help="per-channel means (BGR)")
+    f.add_argument("--scale", type=float, default=1.0)
+    f.add_argument("--batch", type=int, default=50)
+    f.add_argument("--gpu", type=int, help="GPU id (CPU when absent)")
+    f.add_argument("--no-progress", action="store_true")
+    f.set_defaults(func=_cmd_features)
+
+    phantoms = data_sub.add_parser("phantoms", help="synthetic datasets in the published "
+                                   "formats")
+    phantom_sub = phantoms.add_subparsers(dest="phantom_kind", metavar="KIND")
+    phantoms.set_defaults(func=_help_of(phantoms))
+    for _, add in DATA_COMMANDS.items():
+        add(data_sub, phantom_sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
                                "(the make demo job)").set_defaults(func=_cmd_demo)
     sub.add_parser("info", help="show the Caffe build medtl uses").set_defaults(func=_cmd_info)
 
-    gen = sub.add_parser("generate", help="regenerate the canonical prototxt/ and solvers/")
+    gen = sub.add_parser("generate", help="regenerate the canonical prototxt/ and solvers/ "
+                                          "and the spec reference")
     gen.add_argument("--check", action="store_true",
                      help="only report files that differ from the generators (exit 1 if any)")
     gen.add_argument("--paper", help="only this paper's files (default: all)")
@@ -210,10 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run every unfinished run of an experiment spec")
     run.add_argument("spec", type=Path, help="experiments/<paper>/<study>.yaml")
     run.add_argument("--parallel", type=int, help="runs at a time (default: the spec's)")
-    run.add_argument("--list", action="store_true", help="list the runs and their state")
+    run.add_argument("--list", action="store_true",
+                     help="validate the spec and list the runs with their state; build nothing")
+    run.add_argument("--rerun-stale", action="store_true",
+                     help="move runs made under other settings aside (kept under stale/) and "
+                          "run them again")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="run failed runs again (their failure records are kept)")
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(func=_cmd_run)
-    one = sub.add_parser("run-one", help="carry out one run of a spec (what `run` launches)")
+    one = sub.add_parser("run-one", help="carry out one run of a spec (what `run` launches); "
+                                         "its output goes to the run's run.log too")
     one.add_argument("spec", type=Path)
     one.add_argument("run_id")
     one.add_argument("--no-progress", action="store_true")
@@ -222,10 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("spec", type=Path)
     rep.set_defaults(func=_cmd_report)
 
-    from medtl.datasets.cli import register as register_data
-
-    register_data(sub)
+    _add_data(sub)
     return parser
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader of our output went away (`medtl inspect ... | head`): not an error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -236,7 +314,26 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return args.func(args)
+    try:
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
+    except MedtlError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def data_entry(*words: str, commands: tuple[str, ...] = ()) -> None:
+    """A data_prep/ script: `medtl data WORDS...` with the script's own arguments, or
+    `medtl data COMMAND ...` when its first argument is one of `commands`."""
+    argv = sys.argv[1:]
+    sys.exit(main(["data", *argv] if argv[:1] and argv[0] in commands
+                  else ["data", *words, *argv]))
 
 
 if __name__ == "__main__":

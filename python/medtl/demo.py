@@ -12,20 +12,23 @@ import json
 import time
 from pathlib import Path
 
-from medtl.experiments.report import build_report
+from medtl.experiments.report.build import build_report
 from medtl.experiments.runner import run_experiment
+from medtl.paths import REPO, shown
 
-REPO = Path(__file__).resolve().parents[2]
 DEMO_SPEC = REPO / "experiments" / "shin2016" / "demo_ln_synthetic.yaml"
 
 
 def main(spec: Path = DEMO_SPEC) -> int:
     start = time.time()
     status = run_experiment(spec)
-    failed = [run for run, state in status.items() if state.startswith("failed")]
+    failed = {run: state for run, state in status.items()
+              if state.startswith(("failed", "interrupted"))}
     if failed:
-        print(f"{len(failed)} run(s) failed: {', '.join(failed)}; run `make demo` again to "
-              "resume them")
+        for run, state in failed.items():
+            print(f"{run}: {state}")
+        print(f"{len(failed)} run(s) did not finish; `make demo` again resumes interrupted "
+              "runs (failed ones need `medtl run --retry-failed`)")
         return 1
     report = build_report(spec)
     summary = json.loads(report.with_name("report.json").read_text())
@@ -34,5 +37,5 @@ def main(spec: Path = DEMO_SPEC) -> int:
         auc = s["candidate_roc_auc"]["estimate"] if s["candidate_roc_auc"] else float("nan")
         print(f"{summary['labels'][cid]:<34} {s['tpr_at_3fp']['estimate']:>12.3f} "
               f"{s['froc_area']['estimate']:>10.3f} {auc:>8.3f}")
-    print(f"\nreport: {report.relative_to(REPO)} ({time.time() - start:.0f} s)")
+    print(f"\nreport: {shown(report)} ({time.time() - start:.0f} s)")
     return 0

@@ -25,6 +25,10 @@ class InputError(MedtlError, ValueError):
     """Input data (a file, a folder, a database) that cannot be used; the message names it."""
 
 
+class MissingFileError(MedtlError, FileNotFoundError):
+    """A file or folder the user named (or the kit expects) is not there."""
+
+
 class OutputExistsError(MedtlError, FileExistsError):
     """The destination already exists; medtl never overwrites a finished output."""
 

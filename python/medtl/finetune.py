@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from medtl.caffe_env import caffe_pb2
+from medtl.errors import ConfigError
 from medtl.nets.registry import ModelSpec
 from medtl.provenance import Sourced, assumed
 
@@ -24,7 +25,7 @@ BVLC_DECAY = assumed((1.0, 0.0), "the paper gives no decay multipliers; BVLC con
                                  "weights decay 1x, biases 0x")
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigError):
     """A policy that does not fit the net it is applied to."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from medtl import io
 from medtl.finetune import LayerRates, apply_policy, layer_rates
 from medtl.nets.registry import ModelSpec, get_model
 from medtl.nets.variants import DataSpec, deploy_net, train_net, val_net
@@ -196,10 +197,7 @@ def write_canonical(root: Path = REPO, paper: str | None = None) -> list[Path]:
         path = root / rel
         if path.is_file() and path.read_text() == text:
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        io.write_text(path, text)
         changed.append(path)
     return changed
 

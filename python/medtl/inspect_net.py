@@ -17,6 +17,7 @@ from typing import Any
 from google.protobuf import text_format
 
 from medtl.caffe_env import caffe, caffe_pb2
+from medtl.errors import InputError
 from medtl.generate import WHY
 from medtl.prototxt import read_net
 
@@ -24,7 +25,7 @@ DATA_LAYERS = ("Data", "HDF5Data", "ImageData", "WindowData")
 FLOAT_BYTES = 4
 
 
-class InspectError(ValueError):
+class InspectError(InputError):
     """A file that cannot be inspected, with the reason."""
 
 

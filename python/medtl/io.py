@@ -139,6 +139,18 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     _fsync_dir(dest.parent)
 
 
+def move_aside(src: Path, dest: Path) -> Path:
+    """Move a file or folder to `dest` (same file system), never over anything: results are
+    set aside, not deleted."""
+    src, dest = Path(src), Path(dest)
+    if dest.exists():
+        raise OutputExistsError(f"{dest} already exists; {src} was not moved")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(src, dest)
+    _fsync_dir(dest.parent)
+    return dest
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

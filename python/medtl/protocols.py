@@ -1,18 +1,20 @@
-"""Each paper's protocol, declared once: its fine-tuning policies, solvers and the
-configurations (model x policy per study) it reports, every value with its provenance.
+"""The configurations the papers report, and where each paper declares them.
+
+A paper's protocol (`medtl.studies.<paper>.protocol`) declares its fine-tuning policies,
+solvers and the configurations (model x policy per study) it reports, every value with its
+provenance, and registers them here; :func:`configurations` is how the rest of the kit (the
+generator, the inspector, the specs) reads them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import import_module
 from typing import Literal
 
 from medtl.finetune import Policy
 from medtl.provenance import Sourced
+from medtl.registry import Registry
 from medtl.solver import SolverRecipe
-
-PAPERS = ("shin2016", "tajbakhsh2016", "ravishankar2016", "boit2019")
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,20 @@ class Configuration:
         return {k: v.assumed for k, v in self.provenance().items() if v.is_assumed}
 
 
+PROTOCOLS: Registry[list[Configuration]] = Registry("paper")
+
+
+def register_protocol(paper: str, configs: list[Configuration]) -> list[Configuration]:
+    """Called once by each paper's protocol module."""
+    return PROTOCOLS.register(paper, configs)
+
+
+def papers() -> list[str]:
+    return list(PROTOCOLS)
+
+
 def configurations(paper: str | None = None) -> list[Configuration]:
     """Every configuration the papers report (one paper's, when given)."""
-    papers = PAPERS if paper is None else (paper,)
-    out: list[Configuration] = []
-    for name in papers:
-        if name not in PAPERS:
-            raise KeyError(f"unknown paper {name!r}; known: {', '.join(PAPERS)}")
-        out.extend(import_module(f"medtl.studies.{name}.protocol").CONFIGURATIONS)
-    return out
+    if paper is None:
+        return [c for _, configs in PROTOCOLS.items() for c in configs]
+    return list(PROTOCOLS.get(paper))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from google.protobuf import text_format
 
+from medtl import io
 from medtl.caffe_env import caffe_pb2
 
 
@@ -18,12 +18,7 @@ def to_text(message, header: list[str] | None = None) -> str:
 
 def write_text(path: Path, message, header: list[str] | None = None) -> Path:
     """Write atomically: a reader never sees a half-written prototxt."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(to_text(message, header))
-    os.replace(tmp, path)
-    return path
+    return io.write_text(Path(path), to_text(message, header))
 
 
 def read_net(path: Path):

@@ -12,6 +12,7 @@ Python first, the caffemodel is read with protobuf, and blob data is copied with
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -25,8 +26,9 @@ import numpy as np
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
+from medtl import io
 from medtl.caffe_env import caffe, caffe_pb2
-from medtl.datasets.atomic import OutputExistsError
+from medtl.errors import InputError, MissingFileError, OutputExistsError
 from medtl.prototxt import read_net, write_text
 
 Shape = tuple[int, ...]
@@ -39,16 +41,29 @@ _FILLED_LAYERS = ("Convolution", "Deconvolution", "InnerProduct")
 _ASSUMED_CHANNELS = 3
 
 
-class SurgeryError(ValueError):
+class SurgeryError(InputError):
     """A definition or weights file that surgery cannot use, explained for the user."""
 
 
 class TransplantError(SurgeryError):
-    """A transfer that would leave pretrained weights behind; carries the full report."""
+    """A transfer that would leave pretrained weights behind; carries the full report.
 
-    def __init__(self, message: str, report: TransplantReport) -> None:
-        super().__init__(message)
+    The message lists the layers; `advice` says how to resolve it in the words of the
+    interface the transfer came from (Python keywords by default; the command line and the
+    experiment specs put theirs)."""
+
+    PYTHON_ADVICE = ("Name renamed layers in fresh= (target) and drop= (source), or pass "
+                     "allow_partial=True to accept the loss.")
+
+    def __init__(self, problems: str, report: TransplantReport,
+                 advice: str = PYTHON_ADVICE) -> None:
+        super().__init__(f"{problems}. {advice}")
+        self.problems = problems
         self.report = report
+
+    def advised(self, advice: str) -> TransplantError:
+        """The same refusal with another interface's advice."""
+        return TransplantError(self.problems, self.report, advice)
 
 
 @dataclass(frozen=True)
@@ -192,21 +207,34 @@ def read_weights(path: Path) -> dict[str, list[np.ndarray]]:
             for name, blobs in _read_stored(path).items()}
 
 
+def weights_digest(path: Path) -> str:
+    """sha256 over a caffemodel's weights (layer names, blob shapes, float32 values), not its
+    bytes: the file also stores the net definition, whose data paths differ between hosts."""
+    h = hashlib.sha256()
+    for name, blobs in sorted(read_weights(path).items()):
+        h.update(name.encode() + b"\0")
+        for blob in blobs:
+            h.update(str(blob.shape).encode())
+            h.update(np.ascontiguousarray(blob, dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
 # --- reading and checking inputs ------------------------------------------------------------
 
 def _require_files(*paths: Path) -> None:
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(f"{path} does not exist or is not a file")
+            raise MissingFileError(f"{path} does not exist or is not a file")
 
 
 def _check_destination(dest: Path, overwrite: bool) -> None:
     if dest.exists() and not overwrite:
-        raise OutputExistsError(f"{dest} already exists; remove it or pass overwrite=True")
+        raise OutputExistsError(f"{dest} already exists and is never overwritten: move it "
+                                "away or choose another destination")
     dest.parent.mkdir(parents=True, exist_ok=True)
     # Caffe CHECK-fails (aborts) when it cannot write the file: find out now.
     if not os.access(dest.parent, os.W_OK):
-        raise PermissionError(f"cannot write to {dest.parent}")
+        raise SurgeryError(f"cannot write to {dest.parent}")
 
 
 def _read_stored(path: Path) -> dict[str, list[Any]]:
@@ -474,8 +502,7 @@ def _refusal(report: TransplantReport) -> str:
     if lost:
         parts.append("source layers the target lacks: " + ", ".join(t.name for t in lost))
     return (f"refusing a partial transfer of {report.source_weights} into "
-            f"{report.target_def}: " + " | ".join(parts) + ". Name renamed layers in fresh= "
-            "(target) and drop= (source), or pass allow_partial=True to accept the loss.")
+            f"{report.target_def}: " + " | ".join(parts))
 
 
 @contextmanager
@@ -489,12 +516,8 @@ def _loaded(net_param) -> Iterator[Any]:
 
 
 def _save_atomically(net, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
+    with io.atomic_path(dest) as tmp:
         net.save(str(tmp))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _target_shapes(blobs) -> tuple[Shape, ...]:

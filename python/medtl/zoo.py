@@ -7,7 +7,6 @@ Everything else (`weights_path`, `verify_weights`) works on files a user put in 
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 import time
 import urllib.error
@@ -16,7 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medtl import caffe_env
+from medtl import caffe_env, io
+from medtl.errors import MedtlError
 
 _CHUNK = 1 << 20
 
@@ -60,7 +60,7 @@ class ZooModel:
         return f"download {self.url}{where}; {check}"
 
 
-class ZooError(RuntimeError):
+class ZooError(MedtlError, RuntimeError):
     """A model-zoo name, file or download problem, explained for the user."""
 
 
@@ -223,22 +223,19 @@ def download_weights(name: str | ZooModel, dest_dir: Path, *, progress: bool = T
         verify_weights(name, dest)
         return dest
     source = url or model.url
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    tmp = dest_dir / f".{model.filename}.part-{os.getpid()}"
     try:
-        actual = _stream(source, tmp, label=model.filename, progress=progress, timeout=timeout)
-        if model.sha1 is not None and actual != model.sha1:
-            raise WeightsChecksumError(
-                f"the file downloaded from {source} is not the published {model.name} weights: "
-                f"expected sha1 {model.sha1}, actual sha1 {actual}; nothing was written to "
-                f"{dest}")
-        os.replace(tmp, dest)
+        with io.atomic_path(dest) as tmp:
+            actual = _stream(source, tmp, label=model.filename, progress=progress,
+                             timeout=timeout)
+            if model.sha1 is not None and actual != model.sha1:
+                raise WeightsChecksumError(
+                    f"the file downloaded from {source} is not the published {model.name} "
+                    f"weights: expected sha1 {model.sha1}, actual sha1 {actual}; nothing was "
+                    f"written to {dest}")
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise DownloadError(
             f"cannot download {model.name} from {source} ({exc}); {model.how_to_get(dest)}"
         ) from exc
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

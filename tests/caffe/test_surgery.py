@@ -13,7 +13,7 @@ import pytest
 
 from medtl import zoo
 from medtl.caffe_env import caffe_pb2
-from medtl.datasets.atomic import OutputExistsError
+from medtl.errors import OutputExistsError
 from medtl.nets.body import Head
 from medtl.nets.cifarnet import cifarnet
 from medtl.nets.layers import conv, fc, gaussian, learned_param, max_pool

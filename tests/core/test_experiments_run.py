@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 from medtl.config import ConfigError
-from medtl.datasets.atomic import OutputExistsError
-from medtl.experiments import runner, spec
-from medtl.experiments.report import build_report
+from medtl.errors import OutputExistsError
+from medtl.experiments import runner
+from medtl.experiments.plan import load_plan
+from medtl.experiments.report.build import build_report
 from medtl.paths import REPO
 from medtl.zoo import WeightsNotFoundError
 
@@ -51,7 +52,8 @@ def test_a_run_produces_every_file_and_a_second_run_trains_nothing(results_root,
     assert status == {"cifarnet_ri__fold1__frac1__seed1": "done"}
     run_dir = results_root / "shin2016" / "tiny" / "runs" / "cifarnet_ri__fold1__frac1__seed1"
     for name in ("run.json", "solver.prototxt", "net/train.prototxt", "trace.csv",
-                 "selected.caffemodel", "predictions.csv", "manifest.json", "metrics.json"):
+                 "selected.caffemodel", "predictions.csv", "manifest.json", "metrics.json",
+                 "run.log"):
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0 <= metrics["tpr_at_3fp"]["estimate"] <= 1
@@ -80,27 +82,28 @@ def test_a_run_produces_every_file_and_a_second_run_trains_nothing(results_root,
 def test_a_run_directory_with_other_settings_is_never_overwritten(results_root, tmp_path,
                                                                    caffe):
     first = _write_spec(tmp_path, "clash")
-    plan = spec.expand(spec.load_experiment(first))[0]
-    plan.run_dir.mkdir(parents=True)
-    (plan.run_dir / "run.json").write_text(json.dumps({"run_id": "someone else's"}))
+    plan = load_plan(first)
+    run = plan.runs[0]
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "run.json").write_text(json.dumps({"run_id": "someone else's"}))
     with pytest.raises(OutputExistsError, match="never overwritten"):
-        runner.run_one(plan, progress=False)
-    assert json.loads((plan.run_dir / "run.json").read_text()) == {"run_id": "someone else's"}
+        runner.run_one(plan, run, progress=False)
+    assert json.loads((run.run_dir / "run.json").read_text()) == {"run_id": "someone else's"}
 
 
 def test_missing_pretrained_weights_say_where_to_get_them(results_root, tmp_path, caffe):
     no_entry = _write_spec(tmp_path, "tl_no_entry", configurations=["alexnet-h_tl"])
-    plan = spec.expand(spec.load_experiment(no_entry))[0]
     with pytest.raises(ConfigError, match=r"no entry for alexnet-h.*bvlc_alexnet.*"
                                           r"9116a64c0fbe4459d18f4bb6b56d647b63920377"):
-        runner.run_one(plan, progress=False)
+        load_plan(no_entry)
     absent = _write_spec(tmp_path, "tl_absent", configurations=["alexnet-h_tl"],
                          pretrained={"weights": {"alexnet-h": "bvlc_alexnet"},
                                      "search_dirs": [str(tmp_path / "nowhere")]})
-    plan = spec.expand(spec.load_experiment(absent))[0]
     with pytest.raises(WeightsNotFoundError, match="9116a64c0fbe4459d18f4bb6b56d647b63920377"):
-        runner.run_one(plan, progress=False)
-    assert not (plan.run_dir / "metrics.json").exists()
+        runner.run_experiment(absent, progress=False)
+    plan = load_plan(absent)
+    assert not plan.runs[0].run_dir.exists()
+    assert not plan.study.dataset_dir.exists()      # found before the dataset is built
 
 
 def test_medtl_run_rejects_a_bad_spec_naming_the_key(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from medtl.config import ConfigError
-from medtl.experiments.spec import expand, load_experiment
+from medtl.experiments.plan import load_plan
 from medtl.paths import REPO
 
 SPECS = sorted((REPO / "experiments").glob("*/*.yaml"))
@@ -17,7 +17,9 @@ STUDY_SPECS = [p for p in SPECS if p.name != "published.yaml"]
 
 def _spec(tmp_path: Path, **changes) -> Path:
     base = {"paper": "shin2016", "study": "ln_mediastinum", "dataset": {"builder": "shin_ln"},
-            "configurations": ["cifarnet_ri", "alexnet-h_tl"], "folds": [1, 2, 3]}
+            "configurations": ["cifarnet_ri", "alexnet-h_tl"], "folds": [1, 2, 3],
+            "pretrained": {"weights": {"alexnet-h": "bvlc_alexnet",
+                                       "alexnet-l": "synthetic-source"}}}
     base.update(changes)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(base))
@@ -26,18 +28,17 @@ def _spec(tmp_path: Path, **changes) -> Path:
 
 @pytest.mark.parametrize("path", STUDY_SPECS, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_checked_in_spec_loads(path):
-    experiment = load_experiment(path)
-    assert expand(experiment)
+    assert load_plan(path).runs
 
 
 def test_expansion_gives_stable_ids_in_a_stable_order(tmp_path):
-    experiment = load_experiment(_spec(tmp_path, seeds=[1, 2]))
-    ids = [p.run_id for p in expand(experiment)]
+    runs = load_plan(_spec(tmp_path, seeds=[1, 2])).runs
+    ids = [p.run_id for p in runs]
     assert ids[:3] == ["cifarnet_ri__fold1__frac1__seed1", "cifarnet_ri__fold1__frac1__seed2",
                        "cifarnet_ri__fold2__frac1__seed1"]
     assert len(ids) == len(set(ids)) == 2 * 3 * 2
-    assert ids == [p.run_id for p in expand(load_experiment(_spec(tmp_path, seeds=[1, 2])))]
-    assert expand(experiment)[0].run_dir.parts[-4:] == (
+    assert ids == [p.run_id for p in load_plan(_spec(tmp_path, seeds=[1, 2])).runs]
+    assert runs[0].run_dir.parts[-4:] == (
         "shin2016", "spec", "runs", "cifarnet_ri__fold1__frac1__seed1")
 
 
@@ -56,16 +57,16 @@ def test_expansion_gives_stable_ids_in_a_stable_order(tmp_path):
 def test_a_bad_spec_is_rejected_naming_the_key(tmp_path, change, message):
     path = _spec(tmp_path, **change)
     with pytest.raises(ConfigError) as err:
-        load_experiment(path)
+        load_plan(path)
     assert message in str(err.value)
     assert str(path) in str(err.value)
 
 
 def test_deviations_from_the_paper_are_listed(tmp_path):
-    experiment = load_experiment(_spec(
+    experiment = load_plan(_spec(
         tmp_path, training={"max_epochs": 2},
         configurations=["cifarnet_ri", {"model": "alexnet-l", "policy": "tl"}],
-        dataset={"builder": "shin_ln", "source": "synthetic"}))
+        dataset={"builder": "shin_ln", "source": "synthetic"})).experiment
     deviations = "\n".join(experiment.deviations())
     assert "training.max_epochs = 2 (the paper's: 30)" in deviations
     assert "synthetic phantoms" in deviations

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medtl.experiments import spec
-from medtl.experiments.datasets import adapter_for
+from medtl.experiments.plan import load_plan
 from medtl.paths import REPO
 
 PUBLISHED = REPO / "experiments/shin2016/published.yaml"
@@ -59,22 +58,22 @@ def _ln_spec(folder: Path, name: str = "tiny", **changes) -> Path:
 # ------------------------------------------------------------------ the dataset cache key
 
 def test_switching_the_source_or_the_phantoms_gives_another_dataset(results_root, tmp_path):
-    synthetic = adapter_for(spec.load_experiment(_ln_spec(tmp_path / "a")))
+    synthetic = load_plan(_ln_spec(tmp_path / "a"))
     (tmp_path / "tcia").mkdir()
-    real = adapter_for(spec.load_experiment(_ln_spec(
+    real = load_plan(_ln_spec(
         tmp_path / "b", dataset={"builder": "shin_ln", "source": str(tmp_path / "tcia"),
-                                 "options": {"region": "med"}})))
-    other_phantoms = adapter_for(spec.load_experiment(_ln_spec(
+                                 "options": {"region": "med"}}))
+    other_phantoms = load_plan(_ln_spec(
         tmp_path / "c", dataset={"builder": "shin_ln", "source": "synthetic",
                                  "phantom": {"patients": 5, "seed": 3, "n_false": 12},
-                                 "options": {"region": "med"}})))
-    same_options = adapter_for(spec.load_experiment(_ln_spec(
+                                 "options": {"region": "med"}}))
+    same_options = load_plan(_ln_spec(
         tmp_path / "d", dataset={"builder": "shin_ln", "source": "synthetic",
                                  "phantom": {"patients": 4, "seed": 3, "n_false": 12},
-                                 "options": {"region": "med"}})))
-    real_dir, other_dir = real.dataset_dir.name, other_phantoms.dataset_dir.name
-    assert len({real_dir, other_dir, same_options.dataset_dir.name}) == 3
-    assert synthetic.dataset_dir.name != same_options.dataset_dir.name  # other options
+                                 "options": {"region": "med"}}))
+    real_dir, other_dir = real.study.dataset_dir.name, other_phantoms.study.dataset_dir.name
+    assert len({real_dir, other_dir, same_options.study.dataset_dir.name}) == 3
+    assert synthetic.study.dataset_dir.name != same_options.study.dataset_dir.name
 
 
 # ------------------------------------------------------------------ validation before work
@@ -137,8 +136,8 @@ def test_a_relative_source_resolves_against_the_spec_folder(results_root, tmp_pa
     (folder / "tcia").mkdir(parents=True)
     path = _ln_spec(folder, dataset={"builder": "shin_ln", "source": "tcia",
                                      "options": {"region": "med"}})
-    adapter = adapter_for(spec.load_experiment(path))
-    assert adapter._collection() == folder / "tcia"
+    study = load_plan(path).study
+    assert study.source() == folder / "tcia"
 
 
 # ------------------------------------------------------------------ errors at the CLI
@@ -202,35 +201,38 @@ def test_inspect_into_a_closed_pipe_is_quiet(repo):
 # ------------------------------------------------------------------ inference
 
 def test_prediction_reads_an_hdf5_list_through_a_sigmoid_net_once_per_record(tmp_path, caffe):
+    from dataclasses import replace
+
     import numpy as np
 
     from medtl.datasets.hdf5_writer import Hdf5Writer
-    from medtl.experiments.datasets_common import FoldData
-    from medtl.experiments.runner import predict
+    from medtl.experiments.study import FoldData
+    from medtl.infer import predict_database
+    from medtl.nets.registry import get_model
+    from medtl.nets.variants import deploy_net
     from medtl.protocols import configurations
+    from medtl.prototxt import write_text
+    from medtl.provenance import assumed
     from medtl.surgery import random_weights
 
     cfg = next(c for c in configurations("boit2019") if c.policy.name == "ft")
+    cfg = replace(cfg, model="cifarnet",   # Boit's sigmoid head on a small body, batch 2
+                  solver=replace(cfg.solver, val_batch_size=assumed(2, "test")))
     writer = Hdf5Writer(tmp_path, "test", 5, (3, 32, 32), label_shape=(1,))
     rng = np.random.default_rng(0)
     for i in range(5):
         writer.put(i, rng.normal(size=(3, 32, 32)).astype(np.float32), [i % 2])
     writer.close()
-    listing = writer.list_file
-    fold = FoldData(train="", val="", mean_file=None, test=str(listing), test_index="",
-                    train_size=5, val_size=5, test_size=5, manifest_sha256="")
-    (tmp_path / "run" / "net").mkdir(parents=True)
-    from medtl.nets.registry import get_model
-    from medtl.nets.variants import deploy_net
-    from medtl.prototxt import write_text
-
-    model = get_model(cfg.model)
-    deploy = write_text(tmp_path / "deploy.prototxt",
-                        deploy_net(model.body, 1, (1, 3, 32, 32), "d", "sigmoid"))
+    fold = FoldData(train="", val="", mean_file=None, test=str(writer.list_file),
+                    test_index="", train_size=5, val_size=5, test_size=5, manifest_sha256="",
+                    backend="hdf5")
+    deploy = write_text(tmp_path / "deploy.prototxt", deploy_net(
+        get_model(cfg.model).body, 1, (1, 3, 32, 32), "d", "sigmoid"))
     weights = tmp_path / "w.caffemodel"
     random_weights(deploy, weights, seed=1)
-    probs = predict(cfg, fold, weights, tmp_path / "run", None)
-    assert probs.shape == (5, 1)
+    probs, labels = predict_database(cfg, fold, weights, tmp_path / "test.prototxt")
+    assert probs.shape == (5, 1) and ((probs > 0) & (probs < 1)).all()
+    assert labels[:, 0].tolist() == [0, 1, 0, 1, 0]      # each record once, in order
 
 
 # ------------------------------------------------------------------ run states (training)
@@ -264,7 +266,7 @@ def test_a_report_works_with_results_outside_the_repository(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_a_diverging_run_is_recorded_as_failed_with_its_log(results_root, tmp_path, caffe):
-    path = _ln_spec(tmp_path, training={"max_epochs": 1, "base_lr": 1e6})
+    path = _ln_spec(tmp_path, training={"max_epochs": 2, "batch_size": 4, "base_lr": 1e6})
     result = _medtl("run", str(path), "--no-progress")
     assert result.returncode == 1
     run_dir = results_root / "shin2016" / "tiny" / "runs" / "cifarnet_ri__fold1__frac1__seed1"

@@ -24,9 +24,10 @@ from medtl.datasets.folds import FoldError, read_folds
 from medtl.datasets.lmdb_writer import from_datum
 from medtl.datasets.manifest import ManifestError, read_manifest
 from medtl.datasets.mean import read_binaryproto
+from medtl.errors import InputError
 
 
-class CheckError(ValueError):
+class CheckError(InputError):
     """A database Caffe cannot be asked to read (it would abort the process)."""
 
 

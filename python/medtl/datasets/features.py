@@ -13,7 +13,6 @@ the source. `.npz` holds the same arrays. Written to a temporary file and rename
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,14 +21,16 @@ import lmdb
 import numpy as np
 from google.protobuf import text_format
 
+from medtl import io
 from medtl.caffe_env import caffe, caffe_pb2, set_mode
 from medtl.datasets.lmdb_writer import read_lmdb
 from medtl.datasets.manifest import sha256_file
 from medtl.datasets.mean import read_binaryproto
+from medtl.errors import InputError
 from medtl.progress import bar
 
 
-class FeatureError(ValueError):
+class FeatureError(InputError):
     """Inputs Caffe would abort on, or that cannot be combined; the message names them."""
 
 
@@ -199,9 +200,7 @@ def _last_layer_of(net, blob: str) -> str:
 
 def _save(out: Path, feats: np.ndarray, labels: np.ndarray, keys: np.ndarray,
           attrs: dict) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}{out.suffix}")
-    try:
+    with io.atomic_path(out) as tmp:
         if out.suffix == ".npz":
             np.savez(tmp, features=feats, label=labels, key=keys,
                      attrs=np.array([f"{k}={v}" for k, v in attrs.items()]))
@@ -212,8 +211,4 @@ def _save(out: Path, feats: np.ndarray, labels: np.ndarray, keys: np.ndarray,
                 f.create_dataset("key", data=keys)
                 for k, v in attrs.items():
                     f.attrs[k] = v
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
+from medtl.errors import InputError
+
 FOLDS_CSV = "folds.csv"
 HEADER = ["unit", "patient_id", "fold"]
 
 
-class FoldError(ValueError):
+class FoldError(InputError):
     """A fold file that is malformed, or folds that share a patient."""
 
 

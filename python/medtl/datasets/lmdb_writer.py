@@ -13,7 +13,7 @@ import lmdb
 import numpy as np
 
 from medtl.caffe_env import caffe_pb2
-from medtl.datasets.atomic import atomic_dir
+from medtl.io import atomic_dir
 
 INITIAL_MAP_SIZE = 1 << 26  # grows by doubling when full
 KEY_DIGITS = 10

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import medtl
+from medtl.errors import InputError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -130,7 +131,7 @@ class Manifest:
         return path
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """A manifest that is missing or not one medtl wrote."""
 
 

@@ -24,6 +24,8 @@ from typing import Literal
 
 import numpy as np
 
+from medtl.errors import InputError
+
 ROLES = ("train", "val", "test")
 SINGLE = "single_group"
 SPLITS_CSV = "splits.csv"
@@ -31,7 +33,7 @@ REDUCTIONS_CSV = "reductions.csv"
 Unit = Literal["group", "candidate"]
 
 
-class SplitError(ValueError):
+class SplitError(InputError):
     """A split that would put one group on both sides, or a malformed split file."""
 
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict
 from pathlib import Path
 
-from medtl import zoo
-from medtl.config import ConfigError
-from medtl.experiments.spec import REPO, Experiment
+from medtl import io, zoo
+from medtl.config import to_dict
+from medtl.errors import ConfigError, MissingFileError
+from medtl.experiments.source_task import pretrain
+from medtl.experiments.spec import Experiment, WeightsFile
+from medtl.experiments.study import short_key
 from medtl.nets.registry import get_model
+from medtl.paths import models_dir, resolve, results_root, shown
 from medtl.protocols import Configuration
-from medtl.surgery import transplant
+from medtl.surgery import TransplantError, transplant
 
 SYNTHETIC = "synthetic-source"
 
@@ -21,39 +22,38 @@ def source_weights(experiment: Experiment, model_name: str, *, progress: bool = 
                    ) -> tuple[Path, Path, tuple[str, ...], str]:
     """(definition, caffemodel, source layers not to carry over, description)."""
     spec = experiment.pretrained
-    source = spec.weights.get(model_name)
-    if source is None:
-        hint = ""
-        model = get_model(model_name)
-        if model.zoo_model:
-            z = zoo.get(model.zoo_model)
-            hint = (f"; e.g. {model_name}: {z.name} (download {z.url}, sha1 "
-                    f"{z.sha1 or 'not published'})")
-        raise ConfigError(f"{experiment.path}: pretrained.weights has no entry for "
-                          f"{model_name}, which a transfer-learning configuration needs{hint}")
+    source = spec.weights[model_name]          # the plan checked every needed entry
     if source == SYNTHETIC:
-        from medtl.config import from_mapping
-        from medtl.experiments.source_task import SourceTask, pretrain
-
         model = get_model(model_name)
-        task = from_mapping(SourceTask, spec.source_task,
-                            where=f"{experiment.path}: pretrained.source_task")
-        key = hashlib.sha256(json.dumps(asdict(task), sort_keys=True).encode()).hexdigest()
-        dest = experiment.results_dir / "source" / f"{model_name}_{key[:10]}"
+        task = spec.source_task
+        dest = (results_root() / "datasets" / "source_models"
+                / f"{model_name}_{short_key(to_dict(task))}")
         definition, weights = pretrain(model, dest, task, progress=progress)
         return definition, weights, model.classifiers, "pre-trained by the kit on synthetic shapes"
-    if isinstance(source, dict):
-        unknown = sorted(set(source) - {"weights", "definition", "drop"})
-        if unknown or not {"weights", "definition"} <= set(source):
-            raise ConfigError(f"{experiment.path}: pretrained.weights.{model_name}: give "
-                              "weights and definition (and optionally drop)")
-        base = experiment.path.parent
-        return (base / source["definition"], base / source["weights"],
-                tuple(source.get("drop", ())), f"user weights {source['weights']}")
+    if isinstance(source, WeightsFile):
+        definition = resolve(source.definition, experiment.folder)
+        weights = resolve(source.weights, experiment.folder)
+        return definition, weights, tuple(source.drop), f"user weights {shown(weights)}"
     z = zoo.get(source)
-    dirs = [REPO / d for d in spec.search_dirs]  # relative folders: to the repository
-    weights = zoo.weights_path(z, dirs)
-    return z.definition_path(), weights, z.classifiers, f"model zoo {z.name}"
+    dirs = ([resolve(d, experiment.folder) for d in spec.search_dirs] if spec.search_dirs
+            else [models_dir()])
+    return z.definition_path(), zoo.weights_path(z, dirs), z.classifiers, f"model zoo {z.name}"
+
+
+def check_source_weights(experiment: Experiment, configs: list[Configuration]) -> None:
+    """The model-zoo and user weights the configurations start from are in place (before
+    hours of dataset building)."""
+    for model in sorted({c.model for c in configs if c.policy.init.value == "pretrained"}):
+        source = experiment.pretrained.weights[model]
+        if source == SYNTHETIC:
+            continue
+        if isinstance(source, WeightsFile):
+            for name in (source.weights, source.definition):
+                if not resolve(name, experiment.folder).is_file():
+                    raise MissingFileError(f"{experiment.path}: pretrained.weights.{model}: "
+                                           f"{resolve(name, experiment.folder)} does not exist")
+        else:
+            source_weights(experiment, model)
 
 
 def initial_weights(experiment: Experiment, cfg: Configuration, train_net: Path, dest: Path,
@@ -63,9 +63,14 @@ def initial_weights(experiment: Experiment, cfg: Configuration, train_net: Path,
         return dest
     definition, weights, drop, how = source_weights(experiment, cfg.model, progress=progress)
     model = get_model(cfg.model)
-    report = transplant(definition, weights, train_net, dest, fresh=model.classifiers,
-                        drop=drop, seed=seed)
+    try:
+        report = transplant(definition, weights, train_net, dest, fresh=model.classifiers,
+                            drop=drop, seed=seed)
+    except TransplantError as exc:
+        raise ConfigError(str(exc.advised(
+            f"Name the source layers that should not carry over in "
+            f"pretrained.weights.{cfg.model}.drop of {shown(experiment.path)}"))) from None
     record = report.to_dict() | {"source": how, "definition": str(definition),
                                  "weights": str(weights)}
-    dest.with_name("transplant.json").write_text(json.dumps(record, indent=2, default=str))
+    io.write_json(dest.with_name("transplant.json"), record)
     return dest

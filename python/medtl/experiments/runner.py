@@ -1,153 +1,136 @@
-"""`medtl run SPEC`: expand a study into runs and carry each one out, once.
+"""`medtl run SPEC`: carry out every run of a validated plan, each once.
 
-A run is a self-contained unit — its resolved spec in, files out — so any executor can carry it
-out; locally `run_experiment` launches `python -m medtl run-one SPEC RUN_ID` processes, N at a
-time. A run directory holds `run.json` (the resolved run), the generated nets and solver, the
-training trace and snapshots (medtl.train.driver), `selected.caffemodel`, `predictions.csv`,
-`manifest.json` and finally `metrics.json`, whose presence marks the run finished: a finished
-run is never trained or written again, an unfinished one resumes.
+A run is a self-contained unit — the spec and a run id in, files out — so any executor can
+carry it out; locally :func:`run_experiment` launches `python -m medtl run-one SPEC RUN_ID`
+processes, N at a time. A run folder holds
+
+    run.json        the resolved settings (what makes the run stale when they change), the
+                    provenance of every value, the spec's deviations, the data it read
+    run.log         everything the run printed, Caffe's log included
+    net/, solver.prototxt, trace.csv, snapshots/, selected.caffemodel   (medtl.train.driver)
+    predictions.csv the test outputs per sample (the study's evaluation)
+    manifest.json   kit and Caffe versions, digests of data, weights and predictions
+    metrics.json    the run's numbers; its presence marks the run finished
+    failed.json     why the run failed (only `--retry-failed` runs it again)
+
+Finished runs are never trained or written again; an interrupted one resumes.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
-import shutil
+import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+import traceback
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from medtl import __version__, caffe_env
-from medtl.datasets.atomic import OutputExistsError
-from medtl.datasets.manifest import sha256_file
-from medtl.experiments.datasets import FoldData, adapter_for
-from medtl.experiments.spec import FINISHED, Experiment, RunPlan, expand, load_experiment
+from medtl import __version__, caffe_env, io
+from medtl.errors import MedtlError, OutputExistsError, RunError, one_line
+from medtl.experiments.plan import (
+    FAILED,
+    FINISHED,
+    RUN_FILE,
+    Plan,
+    RunPlan,
+    State,
+    load_plan,
+    run_settings,
+    selection_for,
+    with_overrides,
+)
+from medtl.experiments.pretrained import check_source_weights, initial_weights
+from medtl.experiments.runlog import tee_output
+from medtl.experiments.study import FoldData, RunInputs
 from medtl.generate import DataPaths, RunPaths, configuration_files
 from medtl.nets.registry import get_model
-from medtl.nets.variants import DataSpec, val_net
+from medtl.paths import shown, to_results
 from medtl.protocols import Configuration
-from medtl.prototxt import write_text
-from medtl.provenance import Sourced, assumed, paper
-from medtl.solver import SolverRecipe, plan_solver
-from medtl.train.driver import TrainResult, TrainSpec, train
+from medtl.provenance import Sourced
+from medtl.solver import plan_solver
+from medtl.surgery import weights_digest
+from medtl.train.driver import DivergenceError, TrainResult, TrainSpec, train
 
-SELECTION = {"shin2016": paper("min_val_loss", "Shin 2016 Sec. IV-C: the snapshot with the "
-                                              "lowest validation loss"),
-             "tajbakhsh2016": paper("max_val_auc", "Tajbakhsh 2016 Sec. VI: training stopped "
-                                                   "at the highest validation AUC (80/20)")}
-
-
-class RunError(RuntimeError):
-    """A run that cannot go on; the message says why and what to do."""
+LOG = "run.log"
+# A child that ends by one of these signals was interrupted (it resumes); by any other
+# (Caffe's CHECK aborts, a crash) it failed.
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP}
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _deviation(value: Any, what: str) -> Sourced:
-    return assumed(value, f"set by the experiment spec ({what}), not the paper's value")
+# ------------------------------------------------------------------ one run
 
-
-def with_overrides(cfg: Configuration, experiment: Experiment) -> Configuration:
-    """The configuration with the spec's training overrides, each marked as a deviation."""
-    t = experiment.training
-    solver: SolverRecipe = cfg.solver
-    if t.max_epochs is not None:
-        solver = replace(solver, max_epochs=_deviation(t.max_epochs, "training.max_epochs"))
-    if t.batch_size is not None:
-        batch = _deviation(t.batch_size, "training.batch_size")
-        solver = replace(solver, batch_size=batch, val_batch_size=batch)
-    policy = cfg.policy
-    if t.base_lr is not None:
-        base = _deviation(t.base_lr, "training.base_lr")
-        policy = replace(policy, base_lr=base)
-        solver = replace(solver, base_lr=base)
-    return replace(cfg, solver=solver, policy=policy)
-
-
-def selection_for(experiment: Experiment) -> Sourced:
-    choice = experiment.training.selection
-    if choice != "paper":
-        return _deviation(choice, "training.selection")
-    return SELECTION.get(experiment.spec.paper, assumed(
-        "min_val_loss", "the paper gives no snapshot selection; lowest validation loss"))
-
-
-def resolved_run(plan: RunPlan, fold: FoldData) -> dict[str, Any]:
-    cfg = with_overrides(plan.config, plan.experiment)
+def _record(plan: Plan, run: RunPlan, fold: FoldData) -> dict[str, Any]:
+    """run.json: the settings that define the run, then what it read and why."""
+    cfg = with_overrides(run.config, plan.experiment)
     return {
-        "run_id": plan.run_id, "paper": cfg.paper, "study": cfg.study, "label": cfg.label,
-        "model": cfg.model, "policy": cfg.policy.name, "fold": plan.fold,
-        "data_fraction": plan.fraction, "seed": plan.seed,
-        "spec": str(plan.experiment.path),
-        "dataset": {"builder": plan.experiment.dataset.builder,
-                    "source": plan.experiment.dataset.source,
-                    "train": fold.train, "val": fold.val, "test": fold.test,
-                    "train_size": fold.train_size, "val_size": fold.val_size,
-                    "test_size": fold.test_size, "manifest_sha256": fold.manifest_sha256},
+        "settings": run_settings(plan, run),
+        "dataset_key": plan.study.dataset_key,
+        "label": cfg.label, "spec": shown(plan.experiment.path),
         "provenance": {k: v.to_dict() for k, v in cfg.provenance().items()},
         "selection": selection_for(plan.experiment).to_dict(),
         "deviations": plan.experiment.deviations(),
+        "dataset": {"dir": to_results(plan.study.dataset_dir),
+                    "train": to_results(fold.train), "val": to_results(fold.val),
+                    "test": to_results(fold.test), "train_size": fold.train_size,
+                    "val_size": fold.val_size, "test_size": fold.test_size,
+                    "manifest_sha256": fold.manifest_sha256},
+        "medtl_version": __version__,
     }
 
 
-def _check_same_run(run_dir: Path, resolved: dict[str, Any]) -> None:
-    existing = run_dir / "run.json"
-    if existing.is_file():
-        before = json.loads(existing.read_text())
-        if before != json.loads(json.dumps(resolved, sort_keys=True, default=str)):
-            changed = sorted(k for k in resolved if before.get(k) != resolved[k])
-            raise OutputExistsError(
-                f"{run_dir} holds a run with different settings ({', '.join(changed)}); "
-                "it is never overwritten: move it away or change the spec")
-    else:
-        _write_json(existing, resolved)
-
-
-def run_one(plan: RunPlan, *, progress: bool = True) -> dict[str, Any]:
-    """Carry out one run (or finish an interrupted one); returns its metrics."""
-    run_dir = plan.run_dir
-    if (run_dir / FINISHED).is_file():
-        return json.loads((run_dir / FINISHED).read_text())
-    experiment = plan.experiment
-    adapter = adapter_for(experiment)
-    model = get_model(plan.config.model)
-    fold = adapter.fold_data(plan.fold, plan.fraction, plan.seed, model)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = resolved_run(plan, fold)
-    _check_same_run(run_dir, resolved)
-
-    cfg = with_overrides(plan.config, experiment)
+def _write_nets(plan: Plan, run: RunPlan, fold: FoldData):
+    """The run's nets and solver (regenerated identically on resume); returns the plan of
+    the solver and its paths."""
+    cfg = with_overrides(run.config, plan.experiment)
+    run_dir = run.run_dir
     solver_plan = plan_solver(cfg.solver, fold.train_size, fold.val_size)
     paths = RunPaths(net_dir=str(run_dir / "net"), solver_file=str(run_dir / "solver.prototxt"),
                      data=DataPaths(fold.train, fold.val, fold.mean_file),
                      snapshot_prefix=str(run_dir / "snapshots" / "caffe"))
-    seed = Sourced(plan.seed, source=f"experiment spec seeds ({experiment.path.name})")
-    for rel, text in configuration_files(cfg, paths, solver_plan, seed=seed,
-                                         gpu=experiment.training.gpu is not None).items():
+    seed = Sourced(run.seed, source=f"experiment spec seeds ({plan.experiment.path.name})")
+    files = configuration_files(cfg, paths, solver_plan, seed=seed,
+                                gpu=plan.experiment.training.gpu is not None)
+    for rel, text in files.items():
         path = Path(rel)
-        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text() != text:
-            path.write_text(text)
+            io.write_text(path, text)
+    return cfg, solver_plan, paths
+
+
+def run_one(plan: Plan, run: RunPlan, *, progress: bool = True) -> dict[str, Any]:
+    """Carry out one run (or finish an interrupted one); returns its metrics."""
+    state = plan.state(run)
+    run_dir = run.run_dir
+    if state.state is State.FINISHED:
+        return json.loads((run_dir / FINISHED).read_text())
+    if state.state is State.STALE:
+        raise OutputExistsError(f"{run_dir} holds a run made under other settings "
+                                f"({state.detail}); it is never overwritten: `medtl run "
+                                f"{shown(plan.experiment.path)} --rerun-stale` moves it aside")
+    if state.state is State.FAILED:
+        raise RunError(f"{run_dir}: failed earlier ({state.detail}); `medtl run "
+                       f"{shown(plan.experiment.path)} --retry-failed` runs it again")
+    experiment, study = plan.experiment, plan.study
+    gpu = experiment.training.gpu
+    fold = study.fold_data(run.fold, run.fraction, run.seed, get_model(run.config.model))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    io.clean_stale_temps(run_dir)
+    if not (run_dir / RUN_FILE).is_file():
+        io.write_json(run_dir / RUN_FILE, _record(plan, run, fold))
+    cfg, solver_plan, paths = _write_nets(plan, run, fold)
 
     initial = None
     if cfg.policy.init.value == "pretrained":
-        from medtl.experiments.pretrained import initial_weights
-
         initial = initial_weights(experiment, cfg, run_dir / "net" / "train.prototxt",
-                                  run_dir / "init.caffemodel", seed=plan.seed,
+                                  run_dir / "init.caffemodel", seed=run.seed,
                                   progress=progress)
-
     if cfg.policy.first_learning.value == "none":
         result = _untrained(initial, run_dir)
     else:
@@ -155,122 +138,162 @@ def run_one(plan: RunPlan, *, progress: bool = True) -> dict[str, Any]:
             solver=Path(paths.solver_file), run_dir=run_dir,
             iters_per_epoch=solver_plan.iters_per_epoch.value,
             max_epochs=cfg.solver.max_epochs.value, val_batches=solver_plan.test_iter.value,
-            selection=selection_for(experiment).value, seed=plan.seed,
-            positive_classes=adapter.positive_classes, weights=initial,
-            gpu=experiment.training.gpu, progress=progress))
+            selection=selection_for(experiment).value, seed=run.seed,
+            positive_classes=study.positive_classes, weights=initial, gpu=gpu,
+            chance_loss=chance_loss(cfg), progress=progress))
 
-    evaluate = getattr(adapter, "evaluate", None)
-    if evaluate is not None:
-        # Studies scored otherwise than per test record (dense boundary maps, fc7 features +
-        # gradient boosting) do their own inference; they write predictions.csv themselves.
-        metrics = evaluate(plan, cfg, fold, result.selected_weights, run_dir)
-    else:
-        probs = predict(cfg, fold, result.selected_weights, run_dir, experiment.training.gpu)
-        rows = adapter.predictions(fold, probs)
-        write_csv(run_dir / "predictions.csv", rows)
-        metrics = adapter.score(rows, fold)
+    metrics = study.evaluate(RunInputs(cfg, fold, result.selected_weights, initial, run_dir,
+                                       run.seed, gpu))
     metrics["selected_epoch"] = result.selected_epoch
     metrics["selection"] = {result.selection: result.selected_value}
-    _write_json(run_dir / "manifest.json", {
+    predictions = run_dir / "predictions.csv"
+    io.write_json(run_dir / "manifest.json", {
         "medtl_version": __version__, "caffe": caffe_env.build_info(),
         "dataset_manifest_sha256": fold.manifest_sha256,
-        "initial_weights_sha256": sha256_file(initial) if initial else None,
-        "selected_weights_sha256": sha256_file(result.selected_weights),
+        "initial_weights_digest": weights_digest(initial) if initial else None,
+        "selected_weights_digest": weights_digest(result.selected_weights),
+        "predictions_sha256": io.sha256_file(predictions) if predictions.is_file() else None,
         "resumed_from_epoch": result.resumed_from_epoch,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "finished_at": _now(),
     })
-    _write_json(run_dir / FINISHED, metrics)
+    io.write_json(run_dir / FINISHED, metrics)
     return metrics
+
+
+def chance_loss(cfg: Configuration) -> float:
+    """Loss per head of a net that outputs chance: ln K for a K-way softmax, K ln 2 for K
+    sigmoid outputs."""
+    k = cfg.num_classes.value
+    return math.log(k) if cfg.loss == "softmax" else k * math.log(2)
 
 
 def _untrained(initial: Path | None, run_dir: Path) -> TrainResult:
     """A policy under which nothing learns (Ravishankar's NA): its weights are the start."""
     if initial is None:
         raise RunError(f"{run_dir}: a policy that trains nothing needs pretrained weights")
-    selected = run_dir / "selected.caffemodel"
-    tmp = selected.with_name(".selected.caffemodel.tmp")
-    shutil.copyfile(initial, tmp)
-    os.replace(tmp, selected)
+    selected = io.copy_file(initial, run_dir / "selected.caffemodel")
     return TrainResult(selected_epoch=0, selected_value=float("nan"), selection="none",
                        epochs_run=0, resumed_from_epoch=0, selected_weights=selected,
                        trace=run_dir / "trace.csv")
 
 
-def predict(cfg: Configuration, fold: FoldData, weights: Path, run_dir: Path,
-            gpu: int | None) -> np.ndarray:
-    """Class probabilities of every test sample, in the test database's key order."""
-    model = get_model(cfg.model)
-    batch = min(cfg.solver.val_batch_size.value, fold.test_size)
-    crop = model.crop_size if model.image_size > model.crop_size else 0
-    net_path = write_text(run_dir / "net" / "test.prototxt", val_net(
-        model.body, cfg.num_classes.value,
-        DataSpec(fold.test, batch, crop_size=crop, mean_file=fold.mean_file),
-        cfg.label or cfg.id, cfg.loss))
-    c = caffe_env.caffe()
-    caffe_env.set_mode(gpu)
-    net = c.Net(str(net_path), c.TEST, weights=str(weights))
-    out = []
-    for _ in range(math.ceil(fold.test_size / batch)):
-        net.forward()
-        out.append(np.array(net.blobs["prob"].data, copy=True))
-    return np.concatenate(out)[: fold.test_size]
+def record_failure(run_dir: Path, reason: str, kind: str) -> None:
+    """failed.json: why the run failed (`kind`: input, divergence, crash or bug)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    io.write_json(run_dir / FAILED, {"reason": reason, "kind": kind, "at": _now(),
+                                     "log": LOG})
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows to a CSV, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+def carry_out(spec_path: Path, run_id: str, *, progress: bool = True) -> int:
+    """`medtl run-one`: one run with its output in run.log and its failure, if any, in
+    failed.json. Returns the exit status: 0 done, 2 a reported error, 1 a bug (traceback)."""
+    plan = load_plan(spec_path)
+    run = plan.run(run_id)
+    with tee_output(run.run_dir / LOG, f"medtl run-one {shown(spec_path)} {run_id}"):
+        try:
+            metrics = run_one(plan, run, progress=progress)
+        except MedtlError as exc:
+            if run.run_dir.is_dir() and plan.state(run).state is State.TO_RUN:
+                kind = "divergence" if isinstance(exc, DivergenceError) else "input"
+                record_failure(run.run_dir, one_line(exc), kind)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
+            return 2
+        except Exception as exc:
+            record_failure(run.run_dir, f"{type(exc).__name__}: {one_line(exc)} (a bug in "
+                           "the kit: the traceback is in run.log)", "bug")
+            traceback.print_exc()
+            return 1
+    print(f"{run_id}: selected epoch {metrics['selected_epoch']}")
+    return 0
 
 
 # ------------------------------------------------------------------ the batch
 
-def run_experiment(spec_path: Path, *, parallel: int | None = None, progress: bool = True
-                   ) -> dict[str, Any]:
-    """Run every unfinished run of a spec; returns {run_id: "finished" | "done" | error}."""
-    experiment = load_experiment(spec_path)
-    plans = expand(experiment)
-    adapter_for(experiment).prepare(progress=progress)
-    status: dict[str, Any] = {}
+def _aside(run: RunPlan) -> Path:
+    """Move a stale run's folder to `<results>/<paper>/<spec>/stale/<id>.<time>` (kept)."""
+    dest = run.experiment.results_dir / "stale" / f"{run.run_id}.{time.strftime('%Y%m%dT%H%M%S')}"
+    return io.move_aside(run.run_dir, dest)
+
+
+def _retire_failure(run: RunPlan) -> None:
+    """Keep the failure record as failures/<time>.json and let the run resume."""
+    failed = run.run_dir / FAILED
+    io.move_aside(failed, run.run_dir / "failures" / f"{time.strftime('%Y%m%dT%H%M%S')}.json")
+
+
+def _launch(plan: Plan, run: RunPlan, quiet: bool) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "medtl", "run-one", str(plan.experiment.path), run.run_id]
+    if quiet:
+        cmd.append("--no-progress")
+    out = subprocess.DEVNULL if quiet else None       # run.log has it all
+    return subprocess.Popen(cmd, stdout=out, stderr=out)
+
+
+def _outcome(run: RunPlan, returncode: int) -> str:
+    if returncode == 0:
+        return "done"
+    failed = run.run_dir / FAILED
+    if returncode < 0:
+        sig = signal.Signals(-returncode)
+        if sig in INTERRUPTS:
+            return f"interrupted ({sig.name}); rerun to resume"
+        record_failure(run.run_dir, f"the run died of {sig.name} (Caffe aborts this way on "
+                       f"a CHECK failure); see {shown(run.run_dir / LOG)}", "crash")
+    if failed.is_file():
+        return f"failed: {json.loads(failed.read_text())['reason']}"
+    return f"failed (exit {returncode}); see {shown(run.run_dir / LOG)}"
+
+
+def run_experiment(spec_path: Path, *, parallel: int | None = None, progress: bool = True,
+                   rerun_stale: bool = False, retry_failed: bool = False) -> dict[str, str]:
+    """Run every run of a spec that is not finished; returns run id -> outcome."""
+    plan = load_plan(spec_path)
+    states = {run.run_id: plan.state(run) for run in plan.runs}
+    stale = [run for run in plan.runs if states[run.run_id].state is State.STALE]
+    if stale and not rerun_stale:
+        listed = "; ".join(f"{r.run_id}: {states[r.run_id].detail}" for r in stale[:3])
+        raise RunError(f"{plan.experiment.path}: {len(stale)} run(s) were made under other "
+                       f"settings ({listed}{' ...' if len(stale) > 3 else ''}); they are never "
+                       "mixed into results: `--rerun-stale` moves them aside and runs them "
+                       "again")
+    status: dict[str, str] = {}
     todo = []
-    for plan in plans:
-        if (plan.run_dir / FINISHED).is_file():
-            status[plan.run_id] = "finished earlier"
-        else:
-            todo.append(plan)
-    print(f"{experiment.spec.paper}/{experiment.path.stem}: {len(plans)} runs, "
-          f"{len(plans) - len(todo)} finished earlier, {len(todo)} to run", flush=True)
-    workers = parallel or experiment.spec.parallel
+    for run in plan.runs:
+        state = states[run.run_id]
+        if state.state is State.STALE:
+            print(f"  moved aside (stale): {shown(_aside(run))}", flush=True)
+        elif state.state is State.FAILED and retry_failed:
+            _retire_failure(run)
+        elif state.state is State.FAILED:
+            status[run.run_id] = f"failed earlier: {state.detail} (--retry-failed)"
+            continue
+        elif state.state is State.FINISHED:
+            status[run.run_id] = "finished earlier"
+            continue
+        todo.append(run)
+    exp = plan.experiment
+    print(f"{exp.spec.paper}/{exp.path.stem}: {len(plan.runs)} runs, "
+          f"{sum(v == 'finished earlier' for v in status.values())} finished earlier, "
+          f"{len(todo)} to run", flush=True)
+    if todo:
+        check_source_weights(plan.experiment, [run.config for run in todo])
+        plan.study.prepare(progress=progress)
+    workers = parallel or exp.spec.parallel
+    quiet = not progress or workers > 1
     running: list[tuple[RunPlan, subprocess.Popen]] = []
     queue = list(todo)
     while queue or running:
         while queue and len(running) < workers:
-            plan = queue.pop(0)
-            cmd = [sys.executable, "-m", "medtl", "run-one", str(experiment.path), plan.run_id]
-            if not progress or workers > 1:
-                cmd.append("--no-progress")
-            print(f"  start {plan.run_id}", flush=True)
-            running.append((plan, subprocess.Popen(cmd)))
+            run = queue.pop(0)
+            print(f"  start {run.run_id}", flush=True)
+            running.append((run, _launch(plan, run, quiet)))
         time.sleep(0.2)
-        for plan, proc in list(running):
+        for run, proc in list(running):
             if proc.poll() is None:
                 continue
-            running.remove((plan, proc))
-            if proc.returncode == 0:
-                status[plan.run_id] = "done"
-                print(f"  done  {plan.run_id}", flush=True)
-            else:
-                status[plan.run_id] = f"failed (exit {proc.returncode}); rerun to resume"
-                print(f"  FAILED {plan.run_id} (exit {proc.returncode})", flush=True)
+            running.remove((run, proc))
+            status[run.run_id] = _outcome(run, proc.returncode)
+            verb = "done " if proc.returncode == 0 else "FAILED"
+            print(f"  {verb} {run.run_id}"
+                  + ("" if proc.returncode == 0 else f": {status[run.run_id]}"), flush=True)
     return status
-
-
-def find_plan(spec_path: Path, run_id: str) -> RunPlan:
-    experiment = load_experiment(spec_path)
-    for plan in expand(experiment):
-        if plan.run_id == run_id:
-            return plan
-    raise RunError(f"{spec_path}: no run {run_id!r} (see `medtl run --list {spec_path}`)")

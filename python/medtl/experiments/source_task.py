@@ -8,31 +8,19 @@ labels, but it teaches the first layers blobs, edges and contrast on textured ba
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medtl.config import option
+from medtl import io
 from medtl.datasets.lmdb_writer import shuffled_order, write_lmdb
+from medtl.experiments.spec import SourceTask
 from medtl.nets.registry import ModelSpec
 from medtl.nets.variants import DataSpec, deploy_net, train_net, val_net
 from medtl.prototxt import write_text
 from medtl.solver import solver_param
 
 SHAPES = ("none", "disk", "ring", "bar", "cross")
-
-
-@dataclass(frozen=True)
-class SourceTask:
-    images: int = option(2000, "images of the source task (a fifth validates)")
-    epochs: int = option(3, "training epochs")
-    batch_size: int = option(50, "batch size")
-    base_lr: float = option(0.01, "fixed learning rate, momentum 0.9, weight decay 0.0005")
-    seed: int = option(1, "seed of the images and of Caffe")
 
 
 def shape_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +51,7 @@ def shape_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return out, labels
 
 
-def pretrain(model: ModelSpec, dest: Path, task: SourceTask = SourceTask(),
+def pretrain(model: ModelSpec, dest: Path, task: SourceTask,
              *, progress: bool = True) -> tuple[Path, Path]:
     """Train `model` on the source task once; returns (deploy definition, caffemodel).
 
@@ -99,15 +87,13 @@ def pretrain(model: ModelSpec, dest: Path, task: SourceTask = SourceTask(),
         train_net=train_path, test_net=val_path, test_iter=val_batches, test_interval=ipe,
         base_lr=task.base_lr, momentum=0.9, weight_decay=0.0005, lr_policy="fixed",
         max_iter=ipe * task.epochs, snapshot_prefix=dest / "unused", random_seed=task.seed))
-    (dest / "task.json").write_text(json.dumps({
+    io.write_json(dest / "task.json", {
         "task": "synthetic shapes", "classes": list(SHAPES), "images": task.images,
         "epochs": task.epochs, "batch_size": task.batch_size, "base_lr": task.base_lr,
-        "seed": task.seed, "model": model.name, "input_size": size, "mean": mean}, indent=2))
+        "seed": task.seed, "model": model.name, "input_size": size, "mean": mean})
     result = train(TrainSpec(solver=solver, run_dir=dest / "run", iters_per_epoch=ipe,
                              max_epochs=task.epochs, val_batches=val_batches,
                              selection="min_val_loss", seed=task.seed, progress=progress))
     write_text(definition, deploy_net(model.body, classes, (1, 3, size, size), name))
-    tmp = weights.with_name(".source.caffemodel.tmp")
-    shutil.copyfile(result.selected_weights, tmp)
-    os.replace(tmp, weights)
+    io.copy_file(result.selected_weights, weights)
     return definition, weights

@@ -13,36 +13,35 @@ every study, so a study writes only what is its own:
   resolved options, the source's resolved path and content identity (or the phantom
   settings); the dataset lives in `<results>/datasets/<builder>_<key>/`;
 - prepare (build once), the manifest, and a fold's inputs from the manifest's databases;
-- the default evaluation: TEST-phase inference over the test database, per-sample rows
-  (`predictions`), and the study's score (`score`).
+- the default evaluation: TEST-phase inference over the test database (`medtl.infer`),
+  per-sample rows (`predictions`), and the study's score (`score`).
 
-A study subclass names its `builder` (the spec's `dataset.builder`), which registers it.
+A study subclass names its `builder` (the spec's `dataset.builder`), which registers it, and
+writes what is its own: `build`, `fold_data` where its folds are not one manifest split,
+`predictions`, `score` (or all of `evaluate`), `report`, and the few checks only it can make.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from medtl import config as cfgmod
 from medtl import io
 from medtl.errors import ConfigError
+from medtl.experiments.report.context import ReportBody, ReportContext
+from medtl.experiments.spec import Experiment
+from medtl.infer import predict_database
+from medtl.nets.registry import ModelSpec, get_model
 from medtl.paths import content_identity, resolve, results_root, shown
+from medtl.protocols import Configuration
 from medtl.registry import Registry
-
-if TYPE_CHECKING:
-    from medtl.experiments.plan import RunPlan
-    from medtl.experiments.report import ReportBody, ReportContext
-    from medtl.experiments.spec import Experiment
-    from medtl.nets.registry import ModelSpec
-    from medtl.protocols import Configuration
 
 SYNTHETIC = "synthetic"
 DATASETS = "datasets"
@@ -63,6 +62,19 @@ class FoldData:
     test_size: int
     manifest_sha256: str
     backend: str = "lmdb"           # "lmdb" (Data + transform_param) or "hdf5" (HDF5Data)
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What a study's evaluation gets from the runner."""
+
+    config: Configuration          # with the spec's training overrides
+    fold: FoldData
+    weights: Path                  # the selected snapshot
+    initial: Path | None           # the weights training started from (transfer learning)
+    run_dir: Path
+    seed: int
+    gpu: int | None
 
 
 def short_key(value: Any) -> str:
@@ -134,8 +146,13 @@ class StudyAdapter:
             raise ConfigError(f"{self.experiment.path}: data_fractions: {fraction:g}: the "
                               f"{self.builder} dataset trains on whole folds (use 1.0)")
 
+    def phantom_args(self) -> dict[str, Any]:
+        """The phantom writer's keyword arguments: the spec's settings (a study may add
+        what follows from its options, e.g. the region)."""
+        return cfgmod.to_dict(self.phantom) if self.phantom is not None else {}
+
     def write_phantoms(self, dest: Path) -> None:
-        """Write the kit's phantoms for `self.phantom` at `dest` (in the published format)."""
+        """Write the kit's phantoms (`phantom_args`) at `dest`, in the published format."""
         raise NotImplementedError
 
     def locate(self, path: Path) -> Path:
@@ -165,16 +182,13 @@ class StudyAdapter:
         """The paper's numbers of one run's predictions."""
         raise NotImplementedError
 
-    def evaluate(self, plan: RunPlan, cfg: Configuration, fold: FoldData, weights: Path,
-                 run_dir: Path) -> dict[str, Any]:
+    def evaluate(self, run: RunInputs) -> dict[str, Any]:
         """Predict the test set, write predictions.csv, score it."""
-        from medtl.infer import predict_database
-
-        probs, _ = predict_database(cfg, fold, weights, run_dir / "net" / "test.prototxt",
-                                    gpu=self.experiment.training.gpu)
-        rows = self.predictions(fold, probs)
-        io.write_csv(run_dir / "predictions.csv", rows)
-        return self.score(rows, fold)
+        probs, _ = predict_database(run.config, run.fold, run.weights,
+                                    run.run_dir / "net" / "test.prototxt", gpu=run.gpu)
+        rows = self.predictions(run.fold, probs)
+        io.write_csv(run.run_dir / "predictions.csv", rows)
+        return self.score(rows, run.fold)
 
     def report(self, ctx: ReportContext) -> ReportBody:
         """The study's report sections beside the paper's tables."""
@@ -220,7 +234,7 @@ class StudyAdapter:
 
     def phantom_settings(self) -> dict[str, Any]:
         return {"builder": self.builder, "version": self.version,
-                "phantom": cfgmod.to_dict(self.phantom) if self.phantom else {}}
+                "phantom": self.phantom_args()}
 
     def settings(self) -> dict[str, Any]:
         """Everything the spec says that changes the dataset (no file is read)."""
@@ -276,6 +290,10 @@ class StudyAdapter:
                         test_size=test["count"], manifest_sha256=io.sha256_file(manifest),
                         backend=backend)
 
+    def model_sizes(self) -> list[int]:
+        """The input sizes of the spec's models (what a dataset stores per model)."""
+        return sorted({get_model(c.model).image_size for c in self.experiment.configurations})
+
     def protocol_values(self) -> dict[str, dict[str, dict[str, Any]]]:
         """Each option group's values with provenance, for the reports' one walk."""
         out = {"dataset": cfgmod.protocol_values(self.config)}
@@ -295,10 +313,3 @@ def study_for(experiment: Experiment) -> StudyAdapter:
     except KeyError as exc:
         raise ConfigError(f"{experiment.path}: dataset.builder: {exc.args[0]}") from None
     return cls(experiment)
-
-
-def phantom_writer(fn: Callable[..., Any]) -> Callable[[StudyAdapter, Path], None]:
-    """A `write_phantoms` that calls `fn(dest, **phantom settings)`."""
-    def write(self: StudyAdapter, dest: Path) -> None:
-        fn(dest, **{f: getattr(self.phantom, f) for f in cfgmod.field_names(self.phantom)})
-    return write

@@ -7,8 +7,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from medtl.errors import InputError
 
-class MetricInputError(ValueError):
+
+class MetricInputError(InputError):
     """Input that a metric cannot be computed from (the message names the argument)."""
 
 

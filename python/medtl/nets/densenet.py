@@ -40,6 +40,7 @@ count (7,978,856).
 from __future__ import annotations
 
 from medtl.caffe_env import caffe
+from medtl.errors import MedtlError
 from medtl.nets.body import Head
 from medtl.nets.layers import constant, learned_param
 from medtl.nets.registry import ModelSpec
@@ -80,7 +81,7 @@ SCALE_PARAM = [dict(lr_mult=1, decay_mult=0)] * 2    # gamma, beta (the policy r
 CONV_PARAM = [dict(lr_mult=1, decay_mult=1)]         # bias_term false: one blob
 
 
-class UnknownKerasLayerError(KeyError):
+class UnknownKerasLayerError(MedtlError, KeyError):
     """A Keras DenseNet121 layer name with no counterpart in the Caffe net."""
 
     def __str__(self) -> str:

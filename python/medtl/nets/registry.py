@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import import_module
 
+from medtl.errors import MedtlError
 from medtl.nets.body import Body
 
 
@@ -43,7 +44,7 @@ _ENTRIES: dict[str, str] = {
 }
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(MedtlError, KeyError):
     def __str__(self) -> str:
         return f"unknown model {self.args[0]!r}; known models: {', '.join(_ENTRIES)}"
 

@@ -1,0 +1,1 @@
+"""The studies: one package per paper, each registering itself (see medtl.registry)."""

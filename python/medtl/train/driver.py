@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,21 +24,27 @@ from typing import Literal
 
 import numpy as np
 
+from medtl import io
 from medtl.caffe_env import caffe, caffe_pb2, set_mode
+from medtl.errors import InputError, RunError
 from medtl.metrics.roc import roc_auc
 from medtl.prototxt import read_net, read_solver, write_text
+from medtl.provenance import assumed
 
 Selection = Literal["min_val_loss", "max_val_auc"]
 TRACE_FIELDS = ("epoch", "iteration", "learning_rate", "train_loss", "val_loss",
                 "val_accuracy", "val_auc", "seconds")
+CHANCE_FACTOR = assumed(10.0, "a net still learning stays within a few times the chance-level "
+                              "loss over an epoch; ten times it is a net that diverged (e.g. "
+                              "a saturated softmax, loss ~37 where chance is 0.69)")
 SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch, distinct for every (seed, epoch)
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(RunError):
     """The training loss became NaN/inf or exploded; the run stops instead of wasting time."""
 
 
-class WeightsMismatchError(ValueError):
+class WeightsMismatchError(InputError):
     """Initial weights whose layers do not fit the net (Caffe itself would abort)."""
 
 
@@ -57,6 +62,11 @@ class TrainSpec:
     positive_classes: tuple[int, ...] = (1,)   # classes merged into "positive" for the AUC
     weights: Path | None = None       # initial weights (transplanted / pretrained), if any
     divergence_factor: float = 100.0  # stop when the epoch loss exceeds this x the first one
+    # Loss of a net that outputs chance (per loss head: ln K for a K-way softmax); an epoch
+    # whose mean training loss exceeds `chance_factor` times it (summed over the heads'
+    # weights) has diverged even when it diverged within the first epoch.
+    chance_loss: float | None = None
+    chance_factor: float = CHANCE_FACTOR.value
     gpu: int | None = None
     progress: bool = True
 
@@ -119,12 +129,7 @@ def _read_trace(path: Path) -> list[dict[str, str]]:
 
 
 def _write_trace(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TRACE_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    io.write_csv(path, rows, list(TRACE_FIELDS))
 
 
 def _append_trace(path: Path, row: dict) -> None:
@@ -279,10 +284,8 @@ def train(spec: TrainSpec) -> TrainResult:
                     bar.update(1)
             train_loss = float(np.mean(epoch_losses))
             first_loss = train_loss if first_loss is None else first_loss
-            if train_loss > spec.divergence_factor * max(first_loss, 1e-8):
-                raise DivergenceError(
-                    f"{spec.run_dir}: epoch {epoch} training loss {train_loss:.4g} exceeds "
-                    f"{spec.divergence_factor:g} x the first epoch's {first_loss:.4g}")
+            _check_divergence(spec, epoch, train_loss, first_loss,
+                              sum(loss_weights.values()))
             val_loss, val_acc, val_auc = _validate(test_net, solver.net, spec.val_batches,
                                                    spec.positive_classes, loss_weights)
             solver.snapshot()
@@ -306,12 +309,25 @@ def train(spec: TrainSpec) -> TrainResult:
         raise DivergenceError(f"{spec.run_dir}: no epoch gave a usable {spec.selection} "
                               "(validation AUC needs both classes in the validation set)")
     model, _ = _snapshot_files(prefix, best_epoch * spec.iters_per_epoch)
-    selected = spec.run_dir / "selected.caffemodel"
-    tmp = selected.with_name(".selected.caffemodel.tmp")
-    shutil.copyfile(model, tmp)
-    os.replace(tmp, selected)
+    selected = io.copy_file(model, spec.run_dir / "selected.caffemodel")
     return TrainResult(best_epoch, float(best), spec.selection, spec.max_epochs, resumed,
                        selected, trace)
+
+
+def _check_divergence(spec: TrainSpec, epoch: int, train_loss: float, first_loss: float,
+                      heads: float) -> None:
+    """Stop a run whose epoch loss exploded against its first epoch or against chance."""
+    where = f"{spec.run_dir}: epoch {epoch}"
+    if train_loss > spec.divergence_factor * max(first_loss, 1e-8):
+        raise DivergenceError(f"{where} training loss {train_loss:.4g} exceeds "
+                              f"{spec.divergence_factor:g} x the first epoch's "
+                              f"{first_loss:.4g}: the training diverged")
+    if spec.chance_loss is not None:
+        chance = spec.chance_loss * heads
+        if train_loss > spec.chance_factor * chance:
+            raise DivergenceError(f"{where} training loss {train_loss:.4g} is "
+                                  f"{train_loss / chance:.0f} x the chance level {chance:.3g}: "
+                                  "the training diverged (a lower base_lr may help)")
 
 
 def _check_finite(spec: TrainSpec, solver, loss: float, epoch: int) -> None:

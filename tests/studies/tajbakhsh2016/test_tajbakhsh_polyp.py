@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medtl.datasets.atomic import OutputExistsError
 from medtl.datasets.check import check_dataset
 from medtl.datasets.formats.candidates import CandidateError, write_candidates
 from medtl.datasets.lmdb_writer import read_lmdb
 from medtl.datasets.splits import read_splits
+from medtl.errors import OutputExistsError
 from medtl.studies.tajbakhsh2016 import applications as tajbakhsh_apps
 from medtl.studies.tajbakhsh2016.apps.polyp import PolypApp, PolypConfig
 from medtl.studies.tajbakhsh2016.phantoms import write_polyp_collection

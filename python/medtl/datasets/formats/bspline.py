@@ -17,12 +17,14 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from medtl import io
+from medtl.errors import MedtlError
 
 SOURCE = Path(__file__).with_name("_bspline.c")
 CFLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-fno-math-errno"]
@@ -31,7 +33,7 @@ CFLAGS = ["-O3", "-std=gnu99", "-fPIC", "-shared", "-fno-math-errno"]
 TUNED = ["-march=native"]
 
 
-class NativeBuildError(RuntimeError):
+class NativeBuildError(MedtlError, RuntimeError):
     """The C kernel could not be compiled or loaded."""
 
 
@@ -69,19 +71,15 @@ def build_native() -> Path:
         lib = _library_path(compiler, flags)
         if lib.is_file():
             return lib
-        lib.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=lib.parent, prefix=".build-", suffix=".so")
-        os.close(fd)
         try:
-            done = subprocess.run([compiler, *flags, "-o", tmp, str(SOURCE), "-lm"],
-                                  capture_output=True, text=True)
-            if done.returncode == 0:
-                os.replace(tmp, lib)
-                return lib
-            errors.append(done.stderr.strip())
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            with io.atomic_path(lib) as tmp:
+                done = subprocess.run([compiler, *flags, "-o", str(tmp), str(SOURCE), "-lm"],
+                                      capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise NativeBuildError(done.stderr.strip())
+            return lib
+        except NativeBuildError as exc:
+            errors.append(str(exc))
     raise NativeBuildError(f"{compiler} failed on {SOURCE}:\n" + "\n".join(errors))
 
 

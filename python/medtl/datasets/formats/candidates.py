@@ -37,6 +37,7 @@ from medtl.datasets.formats.images import (
     read_gray,
     volume_geometry,
 )
+from medtl.errors import InputError
 
 REQUIRED = ("image", "group", "candidate_id")
 BOX = ("x0", "y0", "x1", "y1")
@@ -49,7 +50,7 @@ Geometry = Literal["bbox", "roi", "centre3d", "none"]
 LabelRule = Literal["required", "or_mask", "optional"]
 
 
-class CandidateError(ValueError):
+class CandidateError(InputError):
     """A candidate manifest that cannot be used; the message names the file and line."""
 
 

@@ -22,6 +22,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from medtl.datasets.formats.geometry import Geometry
+from medtl.errors import InputError
 
 REQUIRED = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows",
             "Columns", "PixelData")
@@ -29,7 +30,7 @@ ORIENTATION_TOL = 1e-4
 SPACING_TOL = 0.01  # relative tolerance on the distance between consecutive slices
 
 
-class DicomError(ValueError):
+class DicomError(InputError):
     """A DICOM file or series cannot be used; the message names the file."""
 
 

@@ -1,12 +1,11 @@
-"""Images named by a candidate manifest: 2D frames (PNG, JPEG, TIFF, BMP) through Pillow,
-volumes (a DICOM series folder through `medtl.datasets.formats.dicom`, NIfTI / MetaImage / NRRD through
+"""Images named by a candidate manifest: 2D frames (PNG, JPEG, TIFF, BMP) through Pillow, volumes
+(a DICOM series folder through `medtl.datasets.formats.dicom`, NIfTI / MetaImage / NRRD through
 SimpleITK), and the patch helpers every 2D sampler uses.
 
 Conventions: a frame is H x W x 3 uint8 RGB; patches are C x H x W (Caffe's layout) in BGR
-order, Caffe's and the BVLC models' channel order. Pixel (c, r) covers [c, c+1) x [r, r+1).
-A volume is float32 (k, j, i) with a `medtl.datasets.formats.geometry.Geometry` (world = ITK physical
-coordinates, LPS mm); NIfTI files are read through ITK, which converts them from RAS.
-"""
+order, Caffe's and the BVLC models' channel order. Pixel (c, r) covers [c, c+1) x [r, r+1). A
+volume is float32 (k, j, i) with a `medtl.datasets.formats.geometry.Geometry` (world = ITK
+physical coordinates, LPS mm); NIfTI files are read through ITK, which converts them from RAS."""
 
 from __future__ import annotations
 
@@ -19,11 +18,12 @@ from PIL import Image, UnidentifiedImageError
 
 from medtl.datasets.formats.geometry import Geometry
 from medtl.datasets.formats.resize import resize
+from medtl.errors import InputError
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 
 
-class ImageError(ValueError):
+class ImageError(InputError):
     """An image or volume that cannot be read; the message names the file."""
 
 

@@ -33,11 +33,11 @@ from PIL import Image
 
 from medtl import config
 from medtl.config import option
-from medtl.datasets.atomic import atomic_dir
 from medtl.datasets.dbset import DatabaseSet, DbSpec
 from medtl.datasets.formats.images import ImageError, read_gray
 from medtl.datasets.manifest import Manifest, sha256_file
 from medtl.datasets.splits import SPLITS_CSV, Member, write_splits
+from medtl.io import atomic_dir
 from medtl.nets.densenet import INPUT_SCALE, MEAN_BGR
 from medtl.progress import bar
 from medtl.provenance import assumed, paper

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from medtl.datasets.atomic import atomic_dir
+from medtl.io import atomic_dir
 from medtl.studies.boit2019.reader import (
     BBOX_LIST,
     DATA_ENTRY_2017,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from medtl.finetune import Policy
 from medtl.nets.densenet import BOIT_FIRST_LEARNING, BOIT_UNFREEZE_FROM
-from medtl.protocols import Configuration
+from medtl.protocols import Configuration, register_protocol
 from medtl.provenance import assumed, paper
 
 PAPER = "boit2019"
@@ -68,9 +68,9 @@ TRAIN = assumed(77_872, "nominal: the official train_val_list.txt (86,524 images
                         "10% patient-level validation split (the poster gives no split)")
 VAL = assumed(8_652, "nominal: 10% of train_val_list.txt, split by patient")
 
-CONFIGURATIONS = [
+CONFIGURATIONS = register_protocol(PAPER, [
     Configuration(PAPER, "chestxray14_binary", MODEL, policy, _solver(policy), CLASSES, TRAIN,
                   VAL, loss="sigmoid", label=label)
     for policy, label in ((FEATURE_EXTRACTION, "DenseNet-121 feature extraction"),
                           (FINE_TUNING, "DenseNet-121 fine-tuning"))
-]
+])

@@ -20,6 +20,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medtl.errors import InputError
+
 FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
             "Pneumonia", "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis",
             "Pleural_Thickening", "Hernia")
@@ -34,7 +36,7 @@ TEST_LIST = "test_list.txt"
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
 
 
-class ChestXray14Error(ValueError):
+class ChestXray14Error(InputError):
     """The collection cannot be used as is; the message names the file and line."""
 
 

@@ -1,0 +1,3 @@
+"""ravishankar2016: its protocol, data, adapter, report and `medtl data` commands."""
+
+from medtl.studies.ravishankar2016 import cli, protocol  # noqa: F401  (they register themselves)

@@ -28,12 +28,12 @@ import numpy as np
 
 from medtl import config
 from medtl.config import option
-from medtl.datasets.atomic import atomic_dir
 from medtl.datasets.dbset import DatabaseSet, DbSpec
 from medtl.datasets.formats.candidates import Candidate, CandidateError, Schema, read_candidates
 from medtl.datasets.formats.images import box_patch, gray_to_chw3, image_size, read_gray
 from medtl.datasets.manifest import Manifest
 from medtl.datasets.splits import SPLITS_CSV, Member, train_test, train_val, write_splits
+from medtl.io import atomic_dir
 from medtl.progress import bar
 from medtl.provenance import assumed, paper
 from medtl.studies.ravishankar2016.haar import HaarBank

@@ -12,7 +12,6 @@ lighting correction), and each feature is the weighted sum of its rectangles' me
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +19,10 @@ import h5py
 import lmdb
 import numpy as np
 
+from medtl import io
 from medtl.datasets.formats.resize import resize
 from medtl.datasets.lmdb_writer import read_lmdb
+from medtl.errors import InputError, OutputExistsError
 from medtl.progress import bar
 
 # kind -> (unit width, unit height, rectangles as (x, y, w, h, weight) in units)
@@ -106,16 +107,15 @@ def lmdb_features(source: Path, out: Path, bank: HaarBank, *, batch: int = 256,
     file with `features`, `label` and `key` (written to a temporary name, then renamed)."""
     source, out = Path(source), Path(out)
     if not (source / "data.mdb").is_file():
-        raise ValueError(f"{source}: not an LMDB (no data.mdb)")
+        raise InputError(f"{source}: not an LMDB (no data.mdb)")
     if out.exists():
-        raise FileExistsError(f"{out} already exists")
+        raise OutputExistsError(f"{out} already exists; it is never overwritten")
     env = lmdb.open(str(source), readonly=True, lock=False)
     n = env.stat()["entries"]
     env.close()
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     pbar = bar(n, "Haar features", enabled=progress, unit="record")
     try:
-        with h5py.File(tmp, "w") as f:
+        with io.atomic_path(out) as tmp, h5py.File(tmp, "w") as f:
             feats = f.create_dataset("features", (n, len(bank)), dtype=np.float32)
             labels = f.create_dataset("label", (n,), dtype=np.float32)
             keys = []
@@ -132,9 +132,6 @@ def lmdb_features(source: Path, out: Path, bank: HaarBank, *, batch: int = 256,
             f.create_dataset("key", data=np.array(keys))
             for k, v in bank.describe().items():
                 f.attrs[k] = str(v)
-        os.replace(tmp, out)
     finally:
         pbar.close()
-        if tmp.exists():
-            tmp.unlink()
     return out

@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from medtl.datasets.atomic import atomic_dir
 from medtl.datasets.formats.candidates import write_candidates
+from medtl.io import atomic_dir
 
 MANIFEST = "candidates.csv"
 

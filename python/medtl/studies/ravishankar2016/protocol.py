@@ -8,7 +8,7 @@ Caffe's own fine-tuning example (models/finetune_flickr_style), every value mark
 from __future__ import annotations
 
 from medtl.finetune import Policy
-from medtl.protocols import Configuration
+from medtl.protocols import Configuration, register_protocol
 from medtl.provenance import assumed, paper
 from medtl.solver import SolverRecipe
 
@@ -56,8 +56,8 @@ TRAIN = assumed(10_000, "nominal size for the canonical files only (the data are
                         "runs recompute iterations from their training set")
 VAL = assumed(2_000, "nominal: a fifth of the nominal training set")
 
-CONFIGURATIONS = [
+CONFIGURATIONS = register_protocol(PAPER, [
     Configuration(PAPER, "kidney", MODEL, policy, SOLVER, CLASSES, TRAIN, VAL,
                   label=f"CaffeNet_{policy.name.upper()}")
     for policy in (FA, PA, NA)
-]
+])

@@ -7,7 +7,7 @@ and the configurations of Tables II, III, VI and VIII.
 from __future__ import annotations
 
 from medtl.finetune import Policy
-from medtl.protocols import Configuration
+from medtl.protocols import Configuration, register_protocol
 from medtl.provenance import assumed, paper
 from medtl.solver import SolverRecipe
 
@@ -149,5 +149,5 @@ def _configurations() -> list[Configuration]:
     return out
 
 
-CONFIGURATIONS = _configurations()
+CONFIGURATIONS = register_protocol(PAPER, _configurations())
 __all__ = ["CONFIGURATIONS", "IMNET", "LN_SOLVER", "RI", "TL"]

@@ -30,7 +30,6 @@ import numpy as np
 
 from medtl import config
 from medtl.config import option
-from medtl.datasets.atomic import atomic_dir
 from medtl.datasets.dbset import DatabaseSet, DbSpec
 from medtl.datasets.formats.candidates import Candidate, Schema, read_candidates
 from medtl.datasets.formats.images import ImageError
@@ -49,6 +48,7 @@ from medtl.datasets.splits import (
     write_reductions,
     write_splits,
 )
+from medtl.io import atomic_dir
 from medtl.progress import bar
 from medtl.provenance import assumed, paper
 

@@ -1,11 +1,10 @@
 """The trained intima-media net applied at every pixel of a test ROI (Tajbakhsh 2016
 Sec. VI-D, Fig. 8): confidence maps, traced interfaces and their errors.
 
-Patches come from `medtl.studies.tajbakhsh2016.apps.imt.dense_batches` (exactly the training patches of
-the same pixels); the training set's mean image is subtracted, as Caffe's transform_param
-does for the training and validation data, and the deploy net's `prob` gives the three
-class probabilities (0 background, 1 lumen-intima, 2 media-adventitia).
-"""
+Patches come from `medtl.studies.tajbakhsh2016.apps.imt.dense_batches` (exactly the training
+patches of the same pixels); the training set's mean image is subtracted, as Caffe's
+transform_param does for the training and validation data, and the deploy net's `prob` gives
+the three class probabilities (0 background, 1 lumen-intima, 2 media-adventitia)."""
 
 from __future__ import annotations
 

@@ -24,11 +24,11 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from medtl.datasets.atomic import atomic_dir
 from medtl.datasets.formats.candidates import write_candidates
 from medtl.datasets.formats.dicom import write_ct_series
 from medtl.datasets.formats.geometry import Geometry
 from medtl.datasets.formats.images import write_nifti
+from medtl.io import atomic_dir
 
 MANIFEST = "candidates.csv"
 

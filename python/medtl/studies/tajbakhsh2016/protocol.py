@@ -7,7 +7,7 @@ Table II: momentum 0.9; a fine-tuned layer learns at 0.001, fc8 at 0.01, a froze
 from __future__ import annotations
 
 from medtl.finetune import Policy
-from medtl.protocols import Configuration
+from medtl.protocols import Configuration, register_protocol
 from medtl.provenance import assumed, derived, paper
 from medtl.solver import SolverRecipe
 
@@ -102,10 +102,10 @@ APPLICATIONS = {
             *_sizes(200_000, "Sec. VI-D, stratified training patches")),
 }
 
-CONFIGURATIONS = [
+CONFIGURATIONS = register_protocol(PAPER, [
     Configuration(PAPER, app, MODEL, policy, SOLVER, classes, train, val,
                   label="AlexNet scratch" if policy.name.startswith("scratch")
                   else f"Fine-tuned AlexNet:{policy.name}")
     for app, (classes, train, val) in APPLICATIONS.items()
     for policy in POLICIES
-]
+])

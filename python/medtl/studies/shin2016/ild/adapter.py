@@ -1,8 +1,8 @@
 """Shin et al. 2016 ILD studies (slice or patch level, six classes) for `medtl run`.
 
-`medtl.studies.shin2016.ild.dataset` writes a training and a test database per fold. A run also needs a
-validation set (Shin keeps the snapshot with the lowest validation loss, Sec. IV-C), so the
-adapter deals the outer folds itself (as `medtl data ild` would: CV5 by patients, LOO,
+`medtl.studies.shin2016.ild.dataset` writes a training and a test database per fold. A run also
+needs a validation set (Shin keeps the snapshot with the lowest validation loss, Sec. IV-C), so
+the adapter deals the outer folds itself (as `medtl data ild` would: CV5 by patients, LOO,
 Slice-Random), holds out part of each fold's training units for validation (patients; slices
 under Slice-Random), and makes each fold from two builds of `ild_dataset` on filtered views of
 the database (`medtl.studies.shin2016.ild.split`), each with a two-fold folds.csv:
@@ -27,13 +27,13 @@ import csv
 import dataclasses
 import inspect
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medtl import config as data_config
+from medtl import io
 from medtl.config import ConfigError, option
 from medtl.datasets.folds import FoldError, write_folds
 from medtl.datasets.formats.dicom import DicomError
@@ -93,9 +93,7 @@ def _short_names(classes: tuple[str, ...]) -> list[str]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    io.write_json(path, data, indent=1)
 
 
 class ShinIldAdapter:
@@ -207,9 +205,8 @@ class ShinIldAdapter:
             per_fold[str(fold)] = {"test": test, "validation": val,
                                    "training": sorted(set(rest) - set(val))}
         self.dataset_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dataset_dir / f".folds.csv.tmp-{os.getpid()}"
-        write_folds(tmp, folds)
-        os.replace(tmp, self.dataset_dir / "folds.csv")
+        with io.atomic_path(self.dataset_dir / "folds.csv") as tmp:
+            write_folds(tmp, folds)
         record = {
             "level": self.level, "split": cfg.split, "k": folds.k,
             "unit": "patient" if units.patient_disjoint else "slice (<patient>:<slice>)",

@@ -26,7 +26,6 @@ from skimage.draw import polygon as fill_polygon
 
 from medtl import config
 from medtl.config import option
-from medtl.datasets.atomic import atomic_dir
 from medtl.datasets.dbset import DatabaseSet, DbSpec
 from medtl.datasets.folds import (
     FOLDS_CSV,
@@ -41,6 +40,7 @@ from medtl.datasets.formats.dicom import DicomError
 from medtl.datasets.formats.resize import resize
 from medtl.datasets.manifest import Manifest
 from medtl.datasets.views import window_to_uint8
+from medtl.io import atomic_dir
 from medtl.progress import bar
 from medtl.provenance import assumed, paper
 from medtl.studies.shin2016.ild import reader as ild_io

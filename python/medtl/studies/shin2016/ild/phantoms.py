@@ -20,9 +20,9 @@ from pydicom.uid import generate_uid
 from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
 
-from medtl.datasets.atomic import atomic_dir
 from medtl.datasets.formats.dicom import write_ct_series
 from medtl.datasets.formats.geometry import Geometry
+from medtl.io import atomic_dir
 from medtl.studies.shin2016.ild.reader import SIX_CLASSES
 
 SLICE_GAP_MM = 10.0

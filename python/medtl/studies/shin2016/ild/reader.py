@@ -25,6 +25,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 
 from medtl.datasets.formats.dicom import DicomError, is_dicom
+from medtl.errors import InputError
 
 SIX_CLASSES = ("healthy", "emphysema", "ground_glass", "fibrosis", "micronodules",
                "consolidation")
@@ -32,7 +33,7 @@ SHORT_NAMES = ("NM", "EM", "GG", "FB", "MN", "CD")
 _KEY = re.compile(r"^\s*([A-Za-z_]+):\s*(.*?)\s*$")
 
 
-class IldDataError(ValueError):
+class IldDataError(InputError):
     """An ILD source file that cannot be used; the message names file and line."""
 
 

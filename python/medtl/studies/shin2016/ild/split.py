@@ -3,10 +3,9 @@ fold's training units, and filtered views of the database that hold only some un
 
 A unit is what the split deals out: a patient (CV5, LOO) or an annotated slice
 `<patient>:<slice>` (Slice-Random). A filtered view is a folder per kept patient with links to
-all of its DICOM slices and copies of its ROI files in which the contours of units left out
-are blanked line for line, so `medtl.studies.shin2016.ild.reader` reads the kept ROIs with their original ids
-(`<patient>:<file>:<line>`) and slice numbers.
-"""
+all of its DICOM slices and copies of its ROI files in which the contours of units left out are
+blanked line for line, so `medtl.studies.shin2016.ild.reader` reads the kept ROIs with their
+original ids (`<patient>:<file>:<line>`) and slice numbers."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medtl.datasets.atomic import atomic_dir
+from medtl import io
 from medtl.datasets.folds import (
     FoldError,
     Folds,
@@ -28,6 +27,7 @@ from medtl.datasets.folds import (
     read_folds,
     write_folds,
 )
+from medtl.io import atomic_dir
 from medtl.studies.shin2016.ild import reader as ild_io
 
 _KEY = re.compile(r"^\s*([A-Za-z_]+):\s*(.*?)\s*$")  # the ROI file's `key: value` lines
@@ -135,9 +135,8 @@ def write_build_folds(path: Path, groups: list[tuple[list[str], int]], units: Un
     """A folds.csv for one build: each group of units in its fold (atomically)."""
     fold_of = {u: fold for members, fold in groups for u in members}
     folds = Folds(fold_of, {u: units.patient_of[u] for u in fold_of}, units.patient_disjoint)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    write_folds(tmp, folds)
-    os.replace(tmp, path)
+    with io.atomic_path(path) as tmp:
+        write_folds(tmp, folds)
     return path
 
 

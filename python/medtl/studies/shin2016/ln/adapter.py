@@ -1,100 +1,100 @@
-"""Shin et al. 2016 lymph-node study: TCIA CT Lymph Nodes (or the kit's phantoms in that
-format) -> 2.5D-view LMDBs per fold; per-candidate predictions scored by FROC and ROC."""
+"""Shin et al. 2016 lymph-node study as runs: TCIA CT Lymph Nodes (or the kit's phantoms in
+that format) -> 2.5D-view LMDBs per fold; per-candidate mean probabilities scored by FROC per
+patient and candidate-level ROC."""
 
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medtl import config as data_config
-from medtl.config import ConfigError
-from medtl.datasets.manifest import sha256_file
-from medtl.experiments.datasets_common import FoldData, options_key, source_root
-from medtl.experiments.spec import Experiment
-from medtl.metrics.froc import AREA_MAX_FP
-from medtl.nets.registry import ModelSpec, get_model
+from medtl.config import ConfigError, option
+from medtl.experiments.report.context import ReportBody, ReportContext
+from medtl.experiments.study import FoldData, StudyAdapter
+from medtl.nets.registry import ModelSpec
+from medtl.studies.shin2016.ln.dataset import LnConfig, build
+from medtl.studies.shin2016.ln.phantoms import write_collection
+from medtl.studies.shin2016.ln.report import froc_report
+from medtl.studies.shin2016.ln.scoring import score_candidates
 
-# ------------------------------------------------------------------ Shin: lymph nodes
-
-HIT_RULE = ("a candidate hits the node it is linked to (TCIA MED_ABD_LYMPH_CANDIDATES "
-            "grtIDs; phantoms: the node it was placed on); each node counts once, at its "
-            "best-scoring hit; other hits on it are neither TP nor FP")
+REGION_OF_STUDY = {"ln_mediastinum": "med", "ln_abdomen": "abd"}
 
 
-class ShinLnAdapter:
-    """TCIA CT Lymph Nodes (or the kit's phantoms in that format) -> 2.5D-view LMDBs."""
+@dataclass(frozen=True)
+class LnPhantoms:
+    """The kit's synthetic CT Lymph Nodes collection (`medtl.studies.shin2016.ln.phantoms`),
+    written for the region the dataset's options name."""
 
-    positive_classes = (1,)
+    patients: int = option(4, "patients of the region", minimum=2)
+    seed: int = option(0, "seed of the anatomy, nodes and candidates", minimum=0)
+    shape: list[int] = option([60, 96, 96], "volume size (slices, rows, columns)", minimum=8)
+    spacing: list[float] = option([2.0, 2.0, 2.5], "voxel spacing (mm): rows, columns, slices",
+                                  minimum=0, exclusive_minimum=True)
+    n_false: int = option(40, "false CADe candidates per patient", minimum=0)
+    noise_hu: float = option(25.0, "scanner noise (HU, standard deviation)", minimum=0)
 
-    def __init__(self, experiment: Experiment) -> None:
-        from medtl.studies.shin2016.ln.dataset import LnConfig
 
-        self.experiment = experiment
-        ds = experiment.dataset
-        options = dict(ds.options)
-        sizes = sorted({get_model(c.model).image_size for c in experiment.configurations})
-        options.setdefault("output_sizes", sizes)
-        self.config = data_config.from_mapping(LnConfig, options,
-                                               where=f"{experiment.path}: dataset.options")
-        missing = sorted(set(sizes) - set(self.config.output_sizes))
+class ShinLnAdapter(StudyAdapter):
+    """TCIA CT Lymph Nodes -> 2.5D-view LMDBs per fold, scored by FROC."""
+
+    builder = "shin_ln"
+    paper = "shin2016"
+    studies = ("ln_mediastinum", "ln_abdomen")
+    options_class = LnConfig
+    phantom_class = LnPhantoms
+    source_help = ("the TCIA CT Lymph Nodes collection: MED_LYMPH_xxx/ or ABD_LYMPH_xxx/, "
+                   "MED_ABD_LYMPH_ANNOTATIONS/, MED_ABD_LYMPH_CANDIDATES/")
+
+    def dataset_options(self, raw: dict[str, Any]) -> dict[str, Any]:
+        return {"output_sizes": self.model_sizes(), **raw}
+
+    def check(self) -> None:
+        where = f"{self.experiment.path}: dataset.options"
+        missing = sorted(set(self.model_sizes()) - set(self.config.output_sizes))
         if missing:
-            raise ConfigError(f"{experiment.path}: dataset.options.output_sizes lacks {missing} "
-                              "needed by the spec's models")
-        self.data_root = experiment.results_dir / "data"
-        self.dataset_dir = self.data_root / f"ln_{self.config.region}_{options_key(options)}"
+            raise ConfigError(f"{where}.output_sizes: lacks {missing}, the input sizes of the "
+                              "spec's models")
+        region = REGION_OF_STUDY[self.experiment.spec.study]
+        if self.config.region != region:
+            raise ConfigError(f"{where}.region: {self.config.region!r}, but the study "
+                              f"{self.experiment.spec.study} is region {region!r}")
+        for key in ("only_folds", "folds_csv"):
+            if getattr(self.config, key):
+                raise ConfigError(f"{where}.{key}: runs build the folds the dataset "
+                                  "options give; remove it")
 
-    def _collection(self) -> Path:
-        ds = self.experiment.dataset
-        if ds.source != "synthetic":
-            return source_root(self.experiment, "the TCIA CT Lymph Nodes collection root")
-        from medtl.studies.shin2016.ln.phantoms import write_collection
+    def fold_count(self) -> int:
+        return self.config.folds
 
-        phantom = dict(ds.phantom)
-        dest = self.data_root / f"phantoms_{options_key(phantom)}"
-        if not dest.is_dir():
-            write_collection(dest, regions=(self.config.region,), **phantom)
-        return dest
+    def phantom_args(self) -> dict[str, Any]:
+        return {**super().phantom_args(), "regions": [self.config.region]}
 
-    def prepare(self, progress: bool = True) -> None:
-        from medtl.studies.shin2016.ln.dataset import build
+    def write_phantoms(self, dest: Path) -> None:
+        args = self.phantom_args()
+        write_collection(dest, **{**args, "regions": tuple(args["regions"]),
+                                  "shape": tuple(args["shape"]),
+                                  "spacing": tuple(args["spacing"])})
 
-        if not (self.dataset_dir / "manifest.json").is_file():
-            build(self._collection(), self.dataset_dir, self.config, progress=progress)
-
-    def _manifest(self) -> dict[str, Any]:
-        return json.loads((self.dataset_dir / "manifest.json").read_text())
+    def build(self, source: Path, dest: Path, progress: bool) -> None:
+        build(source, dest, self.config, progress=progress)
 
     def fold_data(self, fold: int, fraction: float, seed: int, model: ModelSpec) -> FoldData:
-        if fraction != 1.0:
-            raise ConfigError(f"{self.experiment.path}: data_fractions: the lymph-node study "
-                              "trains on whole folds (use 1.0)")
         self.prepare()
         size = model.image_size
-        dbs = {(d["role"], d["fold"], d["shape"][-1]): d for d in self._manifest()["databases"]}
-        try:
-            train, val, test = (dbs[(role, fold, size)] for role in ("train", "val", "test"))
-        except KeyError:
-            raise ConfigError(f"{self.dataset_dir}: no fold {fold} databases of size {size} "
-                              "(rebuild the dataset with these folds and output_sizes)"
-                              ) from None
-        root = self.dataset_dir
-        return FoldData(train=str(root / train["path"]), val=str(root / val["path"]),
-                        mean_file=str(root / train["mean_file"]), test=str(root / test["path"]),
-                        test_index=str(root / test["index_file"]), train_size=train["count"],
-                        val_size=val["count"], test_size=test["count"],
-                        manifest_sha256=sha256_file(root / "manifest.json"))
+        dbs = {(d["role"], d["fold"], d["shape"][-1]): d for d in self.manifest()["databases"]}
+        train, val, test = (dbs[(role, fold, size)] for role in ("train", "val", "test"))
+        return self.fold_from(train, val, test)
 
     def predictions(self, fold: FoldData, probs: np.ndarray) -> list[dict[str, Any]]:
         """Per candidate: the mean of its views' node probabilities (Shin Sec. II)."""
         with open(fold.test_index, newline="") as f:
             index = list(csv.DictReader(f))
         if len(index) != len(probs):
-            raise ValueError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
+            raise ConfigError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
         views: dict[str, list[float]] = defaultdict(list)
         meta: dict[str, dict[str, str]] = {}
         for row, p in zip(index, probs, strict=True):
@@ -107,6 +107,7 @@ class ShinLnAdapter:
                 for cid, v in views.items()]
 
     def nodes_of(self, patients: set[str]) -> dict[str, int]:
+        """Annotated nodes per patient (the FROC's lesions)."""
         counts = dict.fromkeys(patients, 0)
         with open(self.dataset_dir / "nodes.csv", newline="") as f:
             for row in csv.DictReader(f):
@@ -115,39 +116,7 @@ class ShinLnAdapter:
         return counts
 
     def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
-        return score_candidates(rows, self.nodes_of({r["patient_id"] for r in rows}),
-                                seed=0)
+        return score_candidates(rows, self.nodes_of({r["patient_id"] for r in rows}), seed=0)
 
-
-def score_candidates(rows: list[dict[str, Any]], nodes_per_patient: dict[str, int], *,
-                     seed: int, n_boot: int = 1000) -> dict[str, Any]:
-    """FROC (per patient) and candidate-level ROC of per-candidate scores."""
-    from medtl.metrics import delong_auc, froc_bootstrap
-
-    scores = np.array([r["score"] for r in rows], dtype=float)
-    groups = np.array([r["patient_id"] for r in rows])
-    numbering: dict[str, int] = {}
-    lesion_ids = np.array([
-        numbering.setdefault(f"{r['patient_id']}/{r['node']}", len(numbering))
-        if r["label"] and r["node"] != "" else -1 for r in rows])
-    per_group = dict(nodes_per_patient)
-    froc = froc_bootstrap(scores, groups, lesion_ids, per_group, n_groups=len(per_group),
-                          fp_rates=(1.0, 3.0), max_fp=AREA_MAX_FP.value, n_boot=n_boot,
-                          seed=seed)
-    labels = np.array([int(r["label"]) for r in rows])
-    roc = delong_auc(labels, scores) if 1 < labels.sum() < len(labels) - 1 else None
-    return {
-        "hit_rule": HIT_RULE,
-        "froc_max_fp": AREA_MAX_FP.to_dict(),
-        "tpr_at_3fp": froc.sensitivity[3.0].to_dict(),
-        "tpr_at_1fp": froc.sensitivity[1.0].to_dict(),
-        "froc_area": froc.area.to_dict(),
-        "froc_luna_average": froc.average_sensitivity.to_dict(),
-        "froc_curve": {"fp_per_patient": froc.curve.fp_per_group.tolist(),
-                       "sensitivity": froc.curve.sensitivity.tolist()},
-        "candidate_roc_auc": None if roc is None else {
-            "estimate": roc.auc, "low": roc.interval.low, "high": roc.interval.high,
-            "method": "DeLong"},
-        "patients": len(per_group), "nodes": int(sum(per_group.values())),
-        "candidates": len(rows),
-    }
+    def report(self, ctx: ReportContext) -> ReportBody:
+        return froc_report(ctx, self.nodes_of)

@@ -26,7 +26,6 @@ import numpy as np
 
 from medtl import config
 from medtl.config import option
-from medtl.datasets.atomic import atomic_dir
 from medtl.datasets.dbset import DatabaseSet, DbSpec
 from medtl.datasets.folds import FOLDS_CSV, patient_folds, read_folds, write_folds
 from medtl.datasets.formats import bspline
@@ -34,6 +33,7 @@ from medtl.datasets.formats.dicom import DicomError, read_series
 from medtl.datasets.formats.resize import resize
 from medtl.datasets.manifest import Manifest
 from medtl.datasets.views import ViewParams, ViewSampler, draw_params
+from medtl.io import atomic_dir
 from medtl.progress import bar
 from medtl.provenance import assumed, paper
 from medtl.studies.shin2016.ln import tcia as tcia_ln

@@ -1,4 +1,5 @@
-"""Synthetic CT Lymph Nodes collection, in TCIA's exact layout (see `medtl.studies.shin2016.ln.tcia`).
+"""Synthetic CT Lymph Nodes collection, in TCIA's exact layout (see
+`medtl.studies.shin2016.ln.tcia`).
 
 Each patient is a small CT volume written as a DICOM series: air around an elliptic body,
 subcutaneous fat and a muscle wall, fat-filled interior with organ-like soft tissue, contrast
@@ -18,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from medtl.datasets.atomic import atomic_dir
 from medtl.datasets.formats.dicom import write_ct_series
 from medtl.datasets.formats.geometry import Geometry
+from medtl.io import atomic_dir
 from medtl.studies.shin2016.ln.tcia import ANNOTATIONS, CANDIDATES, REGION_PREFIX
 
 AIR, FAT, MUSCLE, ORGAN, NODE, VESSEL = -1000.0, -100.0, 50.0, 60.0, 45.0, 200.0

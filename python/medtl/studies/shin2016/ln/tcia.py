@@ -26,13 +26,14 @@ import numpy as np
 
 from medtl.datasets.formats.dicom import DicomError, read_series, single_series_files
 from medtl.datasets.formats.geometry import Geometry
+from medtl.errors import InputError
 
 REGION_PREFIX = {"med": "MED_LYMPH_", "abd": "ABD_LYMPH_"}
 ANNOTATIONS = "MED_ABD_LYMPH_ANNOTATIONS"
 CANDIDATES = "MED_ABD_LYMPH_CANDIDATES"
 
 
-class LnDataError(ValueError):
+class LnDataError(InputError):
     """A lymph-node source file that cannot be used; the message names file and line."""
 
 
