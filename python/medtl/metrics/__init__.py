@@ -71,15 +71,18 @@ from medtl.metrics.segmentation import (
     interface_errors,
     localisation_failures,
 )
+from medtl.metrics.summary import auc_interval, interval, wilson
 
 __all__ = [
     "AREA_MAX_FP", "BOOTSTRAP_METHOD", "CONFIDENCE_LEVEL", "FILTER_CHANGE", "LOCALISATION_DICE",
     "LUNA16_FP_RATES", "NO_LESION", "N_BOOT", "OPERATING_FPRS", "SEED", "SHIN_FP_RATE",
     "TUKEY_WHISKER", "BoxStats", "ClassScores", "DelongAuc", "DelongTest", "FrocBootstrap",
     "FrocCurve", "Interval", "LayerChange", "MetricInputError", "RocBootstrap", "RocCurve",
-    "accuracy", "boundary_error", "box_dice", "box_stats", "changed_filters", "confusion_matrix",
+    "accuracy", "auc_interval", "boundary_error", "box_dice", "box_stats", "changed_filters",
+    "confusion_matrix",
     "delong_auc", "delong_test", "dice", "differ", "froc_bootstrap", "froc_curve",
-    "hits_within_radius", "interface_error_table", "interface_errors", "lesions_per_group",
+    "hits_within_radius", "interface_error_table", "interface_errors", "interval",
+    "lesions_per_group",
     "localisation_failures", "multilabel_confusion", "per_class_scores", "relative_filter_change",
-    "roc_auc", "roc_bootstrap", "roc_curve", "row_normalised", "sensitivity_at_fpr",
+    "roc_auc", "roc_bootstrap", "roc_curve", "row_normalised", "sensitivity_at_fpr", "wilson",
 ]
