@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 
-.PHONY: setup demo test lint clean-venv
+.PHONY: setup demo test test-fast lint clean-venv
 
 ## setup: Debian packages, .venv with pinned packages, BVLC Caffe (cached), pycaffe in the venv
 setup:
@@ -14,8 +14,13 @@ demo: setup
 
 ## test: lint, then the whole test suite against real Caffe (CPU)
 test: setup
-	@$(PY) -m ruff check python tests data_prep
+	@$(PY) -m ruff check python tests data_prep benchmarks
 	@$(PY) -m pytest
+
+## test-fast: lint, then every test that trains no network (a few minutes)
+test-fast: setup
+	@$(PY) -m ruff check python tests data_prep benchmarks
+	@$(PY) -m pytest -m "not slow"
 
 clean-venv:
 	rm -rf .venv

@@ -39,16 +39,21 @@ def _cmd_info(_args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from medtl import generate
+    from medtl.experiments import specdoc
     from medtl.paths import shown
 
     if args.check:
         drift = generate.canonical_drift()
+        if specdoc.reference_drift():
+            drift.append(shown(specdoc.REFERENCE))
         for rel in drift:
             print(f"drift: {rel}")
         print(f"{len(drift)} generated file(s) differ from the generators"
               + ("; run `medtl generate`" if drift else ""))
         return 1 if drift else 0
     changed = generate.write_canonical(paper=args.paper)
+    if args.paper is None and specdoc.write_reference():
+        changed.append(specdoc.REFERENCE)
     for path in changed:
         print(f"wrote {shown(path)}")
     print(f"{len(changed)} file(s) written or updated")

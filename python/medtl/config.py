@@ -296,9 +296,9 @@ def _type_name(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         names = [_type_name(a) for a in args if a is not type(None)]
-        return " | ".join(names) + (" | null" if type(None) in args else "")
+        return " or ".join(names) + (" or null" if type(None) in args else "")
     if origin is typing.Literal:
-        return " | ".join(repr(a) for a in args)
+        return " or ".join(repr(a) for a in args)
     if origin in (list, tuple):
         inner = ", ".join(_type_name(a) for a in args if a is not Ellipsis) or "any"
         return f"list of {inner}"
@@ -306,8 +306,8 @@ def _type_name(hint: Any) -> str:
         return f"mapping {_type_name(args[0])} -> {_type_name(args[1])}" if args else "mapping"
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return "section"
-    return {str: "string", int: "integer", float: "number", bool: "boolean",
-            Path: "path"}.get(hint, getattr(hint, "__name__", str(hint)))
+    return {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path",
+            dict: "mapping", list: "list"}.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def describe(cls: type) -> str:

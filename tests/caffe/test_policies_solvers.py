@@ -112,6 +112,7 @@ def test_a_level_naming_an_unknown_layer_is_refused(caffe):
         replace(bad, init=paper("uniform", "a test"))
 
 
+@pytest.mark.slow
 def test_one_sgd_step_moves_learning_layers_and_leaves_frozen_ones_bit_identical(
         caffe, tmp_path):
     """conv3-fc8 on AlexNet-H: conv1, conv2 frozen; every later layer moves."""

@@ -60,6 +60,7 @@ def _tiny_training_setup(root: Path) -> Path:
     return root / "train.prototxt"
 
 
+@pytest.mark.slow
 def test_pycaffe_solver_and_caffe_tool_end_at_identical_weights(caffe, tmp_path):
     net_path = _tiny_training_setup(tmp_path)
     common = dict(train_net=net_path, base_lr=0.01, momentum=0.9, weight_decay=0.0005,

@@ -53,6 +53,7 @@ def _run(datasets: Path, run_dir: Path, *, base_lr: float = 0.01, epochs: int = 
                      val_batches=N_VAL // BATCH, selection=selection, seed=7, progress=False)
 
 
+@pytest.mark.slow
 def test_training_writes_a_trace_and_keeps_the_selected_snapshot(caffe, datasets, tmp_path):
     spec = _run(datasets, tmp_path / "run")
     result = train(spec)
@@ -80,6 +81,7 @@ def test_training_writes_a_trace_and_keeps_the_selected_snapshot(caffe, datasets
         np.testing.assert_array_equal(selected[name][0], chosen[name][0])
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_result(caffe, datasets, tmp_path):
     whole = train(_run(datasets, tmp_path / "whole"))
 
@@ -117,6 +119,7 @@ def test_a_killed_run_resumes_to_the_same_result(caffe, datasets, tmp_path):
     assert [r.rsplit(",", 1)[0] for r in rows_a] == [r.rsplit(",", 1)[0] for r in rows_b]
 
 
+@pytest.mark.slow
 def test_divergence_stops_the_run_with_a_clear_error(caffe, datasets, tmp_path):
     spec = _run(datasets, tmp_path / "diverge", base_lr=1e4, epochs=3, selection="min_val_loss")
     with pytest.raises(DivergenceError, match=r"diverged|training loss is"):

@@ -45,6 +45,7 @@ def _write_spec(folder: Path, name: str, **changes) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_run_produces_every_file_and_a_second_run_trains_nothing(results_root, tmp_path,
                                                                     caffe):
     spec_path = _write_spec(tmp_path, "tiny")

@@ -14,6 +14,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from medtl.experiments import runner
@@ -22,6 +23,7 @@ from medtl.experiments.spec import REPO
 DEMO = REPO / "experiments" / "shin2016" / "demo_ln_synthetic.yaml"
 
 
+@pytest.mark.slow
 def test_transfer_beats_random_initialisation_on_the_synthetic_task(tmp_path, monkeypatch,
                                                                     caffe):
     monkeypatch.setenv("MEDTL_RESULTS", str(tmp_path / "results"))

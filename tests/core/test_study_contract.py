@@ -275,3 +275,55 @@ def test_a_diverging_run_is_recorded_as_failed_with_its_log(results_root, tmp_pa
     assert (run_dir / "run.log").stat().st_size > 0
     listed = _medtl("run", str(path), "--list")
     assert "failed" in listed.stdout
+
+
+@pytest.mark.slow
+def test_results_move_stale_runs_are_set_aside_and_tampering_is_refused(tmp_path, monkeypatch,
+                                                                       caffe):
+    first = tmp_path / "disk1" / "results"
+    monkeypatch.setenv("MEDTL_RESULTS", str(first))
+    path = _ln_spec(tmp_path)
+    assert _medtl("run", str(path), "--no-progress").returncode == 0
+    run_id = "cifarnet_ri__fold1__frac1__seed1"
+    record = json.loads((first / "shin2016/tiny/runs" / run_id / "run.json").read_text())
+    assert not Path(record["dataset"]["train"]).is_absolute()
+    log = (first / "shin2016/tiny/runs" / run_id / "run.log").read_text()
+    assert "run-one" in log and "selected epoch" in log
+
+    moved = tmp_path / "disk2" / "results"
+    moved.parent.mkdir()
+    first.rename(moved)                         # results moved to another disk
+    monkeypatch.setenv("MEDTL_RESULTS", str(moved))
+    assert "finished" in _medtl("run", str(path), "--list").stdout
+    assert _medtl("report", str(path)).returncode == 0
+
+    run_dir = moved / "shin2016/tiny/runs" / run_id
+    predictions = run_dir / "predictions.csv"
+    original = predictions.read_text()
+    predictions.write_text(original.replace(",0.", ",0.9", 1))
+    refused = _medtl("report", str(path))
+    assert refused.returncode == 2 and "predictions.csv" in refused.stderr
+    predictions.write_text(original)
+
+    edited = yaml.safe_load(path.read_text())
+    edited["seeds"] = [1]
+    edited["training"]["max_epochs"] = 2
+    path.write_text(yaml.safe_dump(edited, sort_keys=False))
+    rerun = _medtl("run", str(path), "--no-progress", "--rerun-stale")
+    assert rerun.returncode == 0, rerun.stderr
+    aside = list((moved / "shin2016/tiny/stale").iterdir())
+    assert len(aside) == 1 and (aside[0] / "metrics.json").is_file()   # kept, not deleted
+    assert "finished" in _medtl("run", str(path), "--list").stdout
+
+
+@pytest.mark.slow
+def test_a_failed_run_is_retried_only_when_asked(results_root, tmp_path, caffe):
+    path = _ln_spec(tmp_path, training={"max_epochs": 2, "batch_size": 4, "base_lr": 1e6})
+    assert _medtl("run", str(path), "--no-progress").returncode == 1
+    again = _medtl("run", str(path), "--no-progress")
+    assert again.returncode == 1 and "--retry-failed" in again.stderr
+    run_dir = results_root / "shin2016/tiny/runs/cifarnet_ri__fold1__frac1__seed1"
+    assert not (run_dir / "failures").exists()
+    retried = _medtl("run", str(path), "--no-progress", "--retry-failed")
+    assert retried.returncode == 1
+    assert len(list((run_dir / "failures").iterdir())) == 1      # the first failure is kept

@@ -8,7 +8,6 @@ check` compares all of this with what Caffe reads back.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from collections import Counter
@@ -18,18 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import medtl
+from medtl import io
 from medtl.errors import InputError
+from medtl.io import sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _git_describe() -> str | None:
@@ -126,9 +119,8 @@ class Manifest:
         }
 
     def write(self, directory: Path) -> Path:
-        path = Path(directory) / MANIFEST
-        path.write_text(json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
-        return path
+        return io.write_text(Path(directory) / MANIFEST,
+                             json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
 
 
 class ManifestError(InputError):

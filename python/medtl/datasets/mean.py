@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medtl import io
 from medtl.caffe_env import caffe_pb2
 
 
@@ -35,8 +36,7 @@ def write_binaryproto(path: Path, mean: np.ndarray) -> Path:
     blob.num = 1
     blob.channels, blob.height, blob.width = (int(s) for s in mean.shape)
     blob.data.extend(np.asarray(mean, dtype=np.float32).ravel().tolist())
-    Path(path).write_bytes(blob.SerializeToString())
-    return Path(path)
+    return io.write_bytes(Path(path), blob.SerializeToString())
 
 
 def read_binaryproto(path: Path) -> np.ndarray:

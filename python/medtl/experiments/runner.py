@@ -193,7 +193,7 @@ def carry_out(spec_path: Path, run_id: str, *, progress: bool = True) -> int:
         try:
             metrics = run_one(plan, run, progress=progress)
         except MedtlError as exc:
-            if run.run_dir.is_dir() and plan.state(run).state is State.TO_RUN:
+            if plan.state(run).state is State.TO_RUN:
                 kind = "divergence" if isinstance(exc, DivergenceError) else "input"
                 record_failure(run.run_dir, one_line(exc), kind)
             print(f"error: {one_line(exc)}", file=sys.stderr)
@@ -203,7 +203,7 @@ def carry_out(spec_path: Path, run_id: str, *, progress: bool = True) -> int:
                            "the kit: the traceback is in run.log)", "bug")
             traceback.print_exc()
             return 1
-    print(f"{run_id}: selected epoch {metrics['selected_epoch']}")
+        print(f"{run_id}: finished; selected epoch {metrics['selected_epoch']}")
     return 0
 
 

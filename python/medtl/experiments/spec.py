@@ -24,8 +24,8 @@ from medtl.protocols import Configuration, configurations
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    builder: str = option("", "dataset builder (`medtl.experiments.study.BUILDERS`; listed "
-                              "below with its options)")
+    builder: str = option("", "required: the dataset builder (listed below with its "
+                              "options)")
     source: str = option("synthetic", "'synthetic' (the kit's phantoms in the published "
                                       "format) or the dataset in its published format "
                                       "(relative: to the spec's folder)")
@@ -86,8 +86,10 @@ class PretrainSpec:
 
 @dataclass(frozen=True)
 class ExperimentSpec:
-    paper: str = option("", "paper id: a study package under python/medtl/studies")
-    study: str = option("", "the study within the paper's protocol, e.g. ln_mediastinum")
+    paper: str = option("", "required: the paper, a study package under "
+                            "python/medtl/studies")
+    study: str = option("", "required: the study within the paper's protocol, e.g. "
+                            "ln_mediastinum")
     title: str = option("", "one line for the report")
     dataset: DatasetSpec = option(DatasetSpec(), "the dataset")
     configurations: list[str | dict] = option(
@@ -108,9 +110,6 @@ class ExperimentSpec:
     published: str | None = option(None, "published-numbers file (relative: to the spec's "
                                          "folder)")
     parallel: int = option(1, "runs trained at the same time", minimum=1)
-
-
-SECTIONS = (ExperimentSpec, DatasetSpec, TrainingSpec, PretrainSpec, WeightsFile, SourceTask)
 
 
 @dataclass(frozen=True)

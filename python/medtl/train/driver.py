@@ -245,6 +245,7 @@ def train(spec: TrainSpec) -> TrainResult:
     loss_weights = _loss_weights(train_net_path)
     test_net = solver.test_nets[0]
     if resumed:
+        print(f"resuming after epoch {resumed} of {spec.max_epochs}", flush=True)
         _, state = _snapshot_files(prefix, resumed * spec.iters_per_epoch)
         solver.restore(str(state))
         _write_trace(trace, rows)
@@ -298,9 +299,9 @@ def train(spec: TrainSpec) -> TrainResult:
             if _better(spec.selection, value, best):
                 best_epoch, best = epoch, value
             _prune(prefix, spec, keep_epochs={epoch, best_epoch})
-            if bar is not None:
-                bar.set_postfix(epoch=epoch, loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}",
-                                val_auc=f"{val_auc:.3f}")
+            _say(bar, f"epoch {epoch}/{spec.max_epochs}: train loss {train_loss:.4f}, "
+                      f"val loss {val_loss:.4f}, val accuracy {val_acc:.4f}, val AUC "
+                      f"{val_auc:.4f}, lr {row['learning_rate']:.3g}, {row['seconds']:.1f} s")
     finally:
         if bar is not None:
             bar.close()
@@ -362,6 +363,14 @@ def _prune(prefix: Path, spec: TrainSpec, keep_epochs: set[int]) -> None:
         keep = (epoch == latest) if path.suffix == ".solverstate" else epoch in keep_epochs
         if not keep:
             path.unlink()
+
+
+def _say(bar, line: str) -> None:
+    """One line per epoch, in the run's log and on the console (above the progress bar)."""
+    if bar is None:
+        print(line, flush=True)
+    else:
+        bar.write(line)
 
 
 def _progress(spec: TrainSpec, total: int, done: int):
