@@ -48,7 +48,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             drift.append(shown(specdoc.REFERENCE))
         for rel in drift:
             print(f"drift: {rel}")
-        print(f"{len(drift)} generated file(s) differ from the generators"
+        print(f"{len(drift)} canonical file(s) differ from the generators"
               + ("; run `medtl generate`" if drift else ""))
         return 1 if drift else 0
     changed = generate.write_canonical(paper=args.paper)

@@ -252,10 +252,15 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 
 def protocol_values(config: Any) -> dict[str, dict[str, Any]]:
-    """Each sourced field's value with its provenance; a user's change says so."""
+    """Each sourced field's value with its provenance (nested sections' as `section.key`);
+    a user's change says so."""
     out = {}
     for f in dataclasses.fields(config):
         prov: Sourced | None = f.metadata.get("prov")
+        nested = getattr(config, f.name)
+        if dataclasses.is_dataclass(nested) and not isinstance(nested, type):
+            out.update({f"{f.name}.{k}": v for k, v in protocol_values(nested).items()})
+            continue
         if prov is None:
             continue
         value = _plain(getattr(config, f.name))

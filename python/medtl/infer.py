@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from google.protobuf import text_format
 
 from medtl import caffe_env
 from medtl.datasets.mean import read_binaryproto
@@ -24,6 +25,11 @@ from medtl.nets.registry import get_model
 from medtl.nets.variants import DataSpec, val_net
 from medtl.protocols import Configuration
 from medtl.prototxt import write_text
+from medtl.surgery import SurgeryError, check_weights_fit
+
+
+class InferenceError(InputError):
+    """A net, weights file or input Caffe would abort on; the message names it."""
 
 
 def test_net(cfg: Configuration, fold, path: Path) -> tuple[Path, int]:
@@ -64,28 +70,27 @@ class ArrayNet:
     def __init__(self, deploy: Path, weights: Path, *, mean_file: Path | str | None = None,
                  mean_value: tuple[float, ...] = (), scale: float = 1.0,
                  gpu: int | None = None) -> None:
-        c = caffe_env.caffe()
-        caffe_env.set_mode(gpu)
-        self.deploy = Path(deploy)
-        self.net = c.Net(str(deploy), c.TEST, weights=str(weights))
-        if not self.net.inputs:
-            raise InputError(f"{deploy}: a deploy net needs an Input layer")
+        if mean_file is not None and mean_value:
+            raise InferenceError("give a mean file or mean values, not both")
+        self.deploy, weights = Path(deploy), Path(weights)
+        self.net = _loaded(self.deploy, weights, gpu)
         self.input = self.net.inputs[0]
         _, self.channels, self.height, self.width = self.net.blobs[self.input].data.shape
-        if mean_file is not None and mean_value:
-            raise InputError("give a mean file or mean values, not both")
         self.mean: np.ndarray | float = 0.0
         if mean_file is not None:
             self.mean = read_binaryproto(Path(mean_file)).astype(np.float32)
         elif mean_value:
+            if len(mean_value) not in (1, self.channels):
+                raise InferenceError(f"{len(mean_value)} mean values for {self.channels} "
+                                     "channels")
             self.mean = np.asarray(mean_value, np.float32).reshape(-1, 1, 1)
         self.scale = np.float32(scale)
 
     def layer_of(self, blob: str) -> str:
         """The last layer writing `blob` (so in-place layers such as fc7's ReLU apply)."""
         if blob not in self.net.blobs:
-            raise InputError(f"{self.deploy}: no blob {blob!r} (blobs: "
-                             f"{', '.join(self.net.blobs)})")
+            raise InferenceError(f"{self.deploy}: no blob {blob!r} (blobs: "
+                                 f"{', '.join(self.net.blobs)})")
         return [name for name, tops in self.net.top_names.items() if blob in tops][-1]
 
     def transform(self, images: np.ndarray) -> np.ndarray:
@@ -93,12 +98,12 @@ class ArrayNet:
         x = np.asarray(images, np.float32)
         if x.ndim != 4 or x.shape[1] != self.channels or x.shape[2] < self.height \
                 or x.shape[3] < self.width:
-            raise InputError(f"records of shape {tuple(x.shape[1:])} cannot feed the net's "
-                             f"input {(self.channels, self.height, self.width)}")
-        if isinstance(self.mean, np.ndarray) and self.mean.ndim == 3 \
+            raise InferenceError(f"records of shape {tuple(x.shape[1:])} cannot feed the net's "
+                                 f"input {(self.channels, self.height, self.width)}")
+        if isinstance(self.mean, np.ndarray) and self.mean.shape[1:] != (1, 1) \
                 and self.mean.shape != x.shape[1:]:
-            raise InputError(f"mean image of shape {self.mean.shape}, records are "
-                             f"{tuple(x.shape[1:])}")
+            raise InferenceError(f"mean image of shape {self.mean.shape}, records are "
+                                 f"{tuple(x.shape[1:])}")
         x = x - self.mean
         top = (x.shape[2] - self.height) // 2
         left = (x.shape[3] - self.width) // 2
@@ -126,3 +131,26 @@ class ArrayNet:
         top = (x.shape[2] - self.height) // 2
         left = (x.shape[3] - self.width) // 2
         return x[:, :, top:top + self.height, left:left + self.width]
+
+
+def _loaded(deploy: Path, weights: Path, gpu: int | None):
+    """The TEST-phase net of `deploy` with `weights`, each checked first where Caffe would
+    abort the process instead of raising."""
+    for path in (deploy, weights):
+        if not path.is_file():
+            raise InferenceError(f"{path} does not exist")
+    try:
+        text_format.Merge(deploy.read_text(), caffe_env.caffe_pb2().NetParameter())
+    except text_format.ParseError as exc:
+        raise InferenceError(f"{deploy}: not a net prototxt ({exc})") from None
+    c = caffe_env.caffe()
+    caffe_env.set_mode(gpu)
+    net = c.Net(str(deploy), c.TEST)
+    if not net.inputs:
+        raise InferenceError(f"{deploy}: a deploy net needs an Input layer (or input: fields)")
+    try:
+        check_weights_fit(net, weights, deploy, require_all=True)
+    except SurgeryError as exc:
+        raise InferenceError(str(exc)) from None
+    net.copy_from(str(weights))
+    return net

@@ -66,6 +66,10 @@ class TransplantError(SurgeryError):
         return TransplantError(self.problems, self.report, advice)
 
 
+class WeightsMismatchError(SurgeryError):
+    """A caffemodel whose layers do not fit a net (Caffe would abort the process)."""
+
+
 @dataclass(frozen=True)
 class LayerTransfer:
     """What happened to one layer: its blob shapes in source and target, and why."""
@@ -205,6 +209,31 @@ def read_weights(path: Path) -> dict[str, list[np.ndarray]]:
     _require_files(path)
     return {name: [_values(b, name, path).reshape(_stored_shape(b)[0]) for b in blobs]
             for name, blobs in _read_stored(path).items()}
+
+
+def _fits(want: tuple[int, ...], got: tuple[int, ...]) -> bool:
+    """Caffe's Blob::ShapeEquals: the same shape, or a legacy 4-D shape padded with 1s."""
+    return want == got or (len(got) == 4 and (1,) * (4 - len(want)) + want == got)
+
+
+def check_weights_fit(net, weights: Path, definition: Path, *, require_all: bool) -> None:
+    """Every layer of `net` that `weights` holds has blobs of the net's shapes (else Caffe
+    CHECK-fails and aborts the process on `copy_from`); with `require_all`, every layer with
+    parameters must be in the file (a missing one would keep random weights)."""
+    stored = read_weights(weights)
+    problems = []
+    for name, blobs in net.params.items():
+        if name not in stored:
+            if require_all:
+                problems.append(f"no weights for layer {name!r}")
+            continue
+        want = [tuple(b.data.shape) for b in blobs]
+        got = [tuple(a.shape) for a in stored[name]]
+        if len(want) != len(got) or not all(_fits(w, g) for w, g in zip(want, got, strict=False)):
+            problems.append(f"layer {name!r}: file {got}, net {want}")
+    if problems:
+        raise WeightsMismatchError(f"{weights} does not fit {definition} at "
+                                   + "; ".join(problems))
 
 
 def weights_digest(path: Path) -> str:

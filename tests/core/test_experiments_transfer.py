@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from medtl.experiments import runner
-from medtl.experiments.spec import REPO
+from medtl.paths import REPO
 
 DEMO = REPO / "experiments" / "shin2016" / "demo_ln_synthetic.yaml"
 

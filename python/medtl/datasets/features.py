@@ -2,9 +2,10 @@
 deploy prototxt and caffemodel, into HDF5 or NumPy.
 
 Records are read in the order Caffe's data layers read them (LMDB key order, or the HDF5
-list's order) and preprocessed as Caffe's TEST-phase `transform_param` would: the centre
-crop of the net's input size, the mean image (cropped alike) or per-channel mean values
-subtracted, then `scale`. HDF5-list records are taken as already preprocessed.
+list's order) and fed to `medtl.infer.ArrayNet`, the kit's one inference path, which
+preprocesses them as Caffe's TEST-phase `transform_param` would: the centre crop of the net's
+input size, the mean image (cropped alike) or per-channel mean values subtracted, then
+`scale`. HDF5-list records are taken as already preprocessed (centre crop only).
 
 Output (`.h5`): `features` (N x D float32, the blob flattened per record), `label` (N, or
 N x K), `key` (the record keys); attributes name the net, the weights (sha256), the blob and
@@ -14,24 +15,21 @@ the source. `.npz` holds the same arrays. Written to a temporary file and rename
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 
 import h5py
 import lmdb
 import numpy as np
-from google.protobuf import text_format
 
 from medtl import io
-from medtl.caffe_env import caffe, caffe_pb2, set_mode
 from medtl.datasets.lmdb_writer import read_lmdb
 from medtl.datasets.manifest import sha256_file
-from medtl.datasets.mean import read_binaryproto
-from medtl.errors import InputError
+from medtl.infer import ArrayNet, InferenceError
 from medtl.progress import bar
 
-
-class FeatureError(InputError):
-    """Inputs Caffe would abort on, or that cannot be combined; the message names them."""
+# Feature extraction is inference: its errors are the inference module's.
+FeatureError = InferenceError
 
 
 def _records(source: Path) -> tuple[int, Iterator[tuple[bytes, np.ndarray, np.ndarray]], bool]:
@@ -66,55 +64,13 @@ def _records(source: Path) -> tuple[int, Iterator[tuple[bytes, np.ndarray, np.nd
     raise FeatureError(f"{source}: expected an LMDB directory or an HDF5 list (.txt)")
 
 
-def _check_weights(net, weights: Path, deploy: Path) -> None:
-    """Every learnable layer of the net has weights of the same shape in the file (Caffe
-    CHECK-fails, aborting the process, on a shape mismatch; a missing layer would leave
-    random weights and meaningless features)."""
-    from medtl.surgery import read_weights
-
-    stored = read_weights(weights)
-    for name, blobs in net.params.items():
-        if name not in stored:
-            raise FeatureError(f"{weights} has no weights for layer {name!r} of {deploy}")
-        want = [tuple(b.data.shape) for b in blobs]
-        got = [tuple(a.shape) for a in stored[name]]
-        if len(want) != len(got) or any(
-                w != g and (len(g) != 4 or (1,) * (4 - len(w)) + w != g)
-                for w, g in zip(want, got, strict=False)):
-            raise FeatureError(f"{weights} does not fit {deploy} at layer {name!r}: "
-                               f"file {got}, net {want}")
-
-
-def _mean_array(mean_file: Path | None, mean_value: tuple[float, ...] | None,
-                shape: tuple[int, int, int]) -> np.ndarray | float:
-    if mean_file is not None and mean_value:
-        raise FeatureError("give a mean file or mean values, not both")
-    if mean_file is not None:
-        mean = read_binaryproto(Path(mean_file))
-        if mean.shape != shape:
-            raise FeatureError(f"{mean_file}: mean of shape {mean.shape}, records are {shape}")
-        return mean
-    if mean_value:
-        if len(mean_value) not in (1, shape[0]):
-            raise FeatureError(f"{len(mean_value)} mean values for {shape[0]} channels")
-        return np.asarray(mean_value, np.float32).reshape(-1, 1, 1)
-    return 0.0
-
-
-def _crop(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    top, left = (image.shape[1] - h) // 2, (image.shape[2] - w) // 2
-    return image[:, top:top + h, left:left + w]
-
-
 def extract(deploy: Path, weights: Path, source: Path, out: Path, *, blob: str = "fc7",
             mean_file: Path | None = None, mean_value: tuple[float, ...] | None = None,
             scale: float = 1.0, batch: int = 50, gpu: int | None = None,
             progress: bool = True) -> Path:
-    """Features of blob `blob` for every record of `source` into `out` (.h5 or .npz)."""
+    """Features of blob `blob` for every record of `source` into `out` (.h5 or .npz),
+    computed by `medtl.infer.ArrayNet` (Caffe's TEST-phase transform)."""
     deploy, weights, source, out = map(Path, (deploy, weights, source, out))
-    for path in (deploy, weights):
-        if not path.is_file():
-            raise FeatureError(f"{path} does not exist")
     if out.suffix not in (".h5", ".hdf5", ".npz"):
         raise FeatureError(f"{out}: the output must end in .h5, .hdf5 or .npz")
     if out.exists():
@@ -127,51 +83,48 @@ def extract(deploy: Path, weights: Path, source: Path, out: Path, *, blob: str =
     if preprocessed and (mean_file is not None or mean_value or scale != 1.0):
         raise FeatureError(f"{source}: HDF5 records are stored preprocessed; give no mean "
                            "or scale")
-    param = caffe_pb2().NetParameter()
-    try:
-        text_format.Merge(deploy.read_text(), param)
-    except text_format.ParseError as exc:
-        raise FeatureError(f"{deploy}: not a net prototxt ({exc})") from None
-    c = caffe()
-    set_mode(gpu)
-    net = c.Net(str(deploy), c.TEST)
-    if not net.inputs:
-        raise FeatureError(f"{deploy}: a deploy net needs an Input layer (or input: fields)")
-    if blob not in net.blobs:
-        raise FeatureError(f"{deploy}: no blob {blob!r} (blobs: {', '.join(net.blobs)})")
-    _check_weights(net, weights, deploy)
-    net.copy_from(str(weights))
-    data = net.inputs[0]
-    _, ch, ih, iw = net.blobs[data].data.shape
-    dim = int(np.prod(net.blobs[blob].data.shape[1:]))
-    feats = np.empty((n, dim), dtype=np.float32)
+    net = ArrayNet(deploy, weights, mean_file=mean_file, mean_value=tuple(mean_value or ()),
+                   scale=scale, gpu=gpu)
+    net.layer_of(blob)
+    first = next(rows, None)
+    if first is None:
+        raise FeatureError(f"{source}: read 0 records, expected {n}")
+    _check_record(net, source, first[0], first[1])
+    feats, labels, keys = _forward(net, chain([first], rows), n, source, blob, batch,
+                                   progress, preprocessed=preprocessed)
+    attrs = {"deploy": str(deploy.resolve()), "weights": str(weights.resolve()),
+             "weights_sha256": sha256_file(weights), "blob": blob, "source": str(source),
+             "mean_file": str(mean_file or ""), "scale": float(scale)}
+    return _save(out, feats, labels, keys, attrs)
+
+
+def _check_record(net: ArrayNet, source: Path, key: bytes, image: np.ndarray) -> None:
+    shape = (net.channels, net.height, net.width)
+    if image.shape[0] != shape[0] or image.shape[1] < shape[1] or image.shape[2] < shape[2]:
+        raise FeatureError(f"{source}: record {key.decode()} of shape {tuple(image.shape)} "
+                           f"cannot feed the net's input {shape}")
+
+
+def _forward(net: ArrayNet, rows: Iterator[tuple[bytes, np.ndarray, np.ndarray]], n: int,
+             source: Path, blob: str, batch: int, progress: bool, *, preprocessed: bool
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features N x D, labels, keys) of the records, `batch` at a time."""
+    feats = np.empty((n, int(np.prod(net.net.blobs[blob].data.shape[1:]))), np.float32)
     keys: list[bytes] = []
     labels: list[np.ndarray] = []
-    mean = None
+    pending: list[np.ndarray] = []
+    done = 0
     pbar = bar(n, f"{blob} features", enabled=progress, unit="record")
     try:
-        pending: list[np.ndarray] = []
-        done = 0
         for key, image, label in rows:
-            if image.shape[0] != ch or image.shape[1] < ih or image.shape[2] < iw:
-                raise FeatureError(f"{source}: record {key.decode()} of shape "
-                                   f"{tuple(image.shape)} cannot feed the net's input "
-                                   f"{(ch, ih, iw)}")
-            if preprocessed:
-                x = _crop(np.asarray(image, np.float32), ih, iw)
-            else:
-                if mean is None:
-                    mean = _mean_array(mean_file, mean_value, tuple(image.shape))
-                x = _crop((image.astype(np.float32) - mean) * np.float32(scale), ih, iw)
-            pending.append(x)
+            _check_record(net, source, key, image)
+            pending.append(np.asarray(image))
             keys.append(key)
             labels.append(np.asarray(label, np.float32))
             if len(pending) == batch or len(keys) == n:
-                net.blobs[data].reshape(len(pending), ch, ih, iw)
-                net.blobs[data].data[...] = np.stack(pending)
-                net.forward(end=_last_layer_of(net, blob))
-                feats[done:done + len(pending)] = net.blobs[blob].data.reshape(
-                    len(pending), -1)
+                feats[done:done + len(pending)] = net(np.stack(pending), blob,
+                                                      batch=len(pending),
+                                                      preprocessed=preprocessed)
                 done += len(pending)
                 pbar.update(len(pending))
                 pending = []
@@ -179,23 +132,7 @@ def extract(deploy: Path, weights: Path, source: Path, out: Path, *, blob: str =
             raise FeatureError(f"{source}: read {done} records, expected {n}")
     finally:
         pbar.close()
-    attrs = {"deploy": str(deploy.resolve()), "weights": str(weights.resolve()),
-             "weights_sha256": sha256_file(weights), "blob": blob, "source": str(source),
-             "mean_file": str(mean_file or ""), "scale": float(scale)}
-    return _save(out, feats, np.stack(labels), np.array(keys), attrs)
-
-
-def _last_layer_of(net, blob: str) -> str:
-    """The last layer writing `blob` (forward stops there, so in-place layers such as
-    fc7's ReLU are applied: fc7 features are post-ReLU, as DeCAF and the BVLC examples take
-    them)."""
-    last = None
-    for name, tops in net.top_names.items():
-        if blob in tops:
-            last = name
-    if last is None:
-        raise FeatureError(f"no layer produces blob {blob!r}")
-    return last
+    return feats, np.stack(labels), np.array(keys)
 
 
 def _save(out: Path, feats: np.ndarray, labels: np.ndarray, keys: np.ndarray,

@@ -103,7 +103,7 @@ def _builder_sections() -> list[str]:
              "scoring options under one key of them) and `dataset.phantom` settings, used with "
              "`source: synthetic`.", ""]
     for name, cls in BUILDERS.items():
-        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        doc = " ".join((cls.__doc__ or "").strip().split("\n\n")[0].split())
         lines += [f"### `{name}` ({cls.paper}: {', '.join(cls.studies)})", "", doc, "",
                   f"`dataset.source`: {cls.source_help}.", "",
                   f"`dataset.options` ({cls.options_class.__name__}, "

@@ -120,9 +120,10 @@ class StudyAdapter:
             raise ConfigError(f"{experiment.path}: dataset.phantom: the {self.builder} builder "
                               "has no phantoms")
         if experiment.spec.study not in self.studies:
+            served = ", ".join(repr(s) for s in self.studies)
             raise ConfigError(f"{experiment.path}: dataset.builder: {self.builder} serves the "
-                              f"stud{'ies' if len(self.studies) > 1 else 'y'} "
-                              f"{', '.join(self.studies)}, not {experiment.spec.study!r}")
+                              f"stud{'ies' if len(self.studies) > 1 else 'y'} {served}, not "
+                              f"{experiment.spec.study!r}")
         self.check()
         self.check_plan()
 
@@ -230,7 +231,7 @@ class StudyAdapter:
                 / f"{self.builder}_{short_key(self.phantom_settings())}")
         if not dest.exists():
             self.write_phantoms(dest)
-        return dest
+        return self.locate(dest)
 
     def phantom_settings(self) -> dict[str, Any]:
         return {"builder": self.builder, "version": self.version,

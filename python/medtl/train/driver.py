@@ -26,10 +26,11 @@ import numpy as np
 
 from medtl import io
 from medtl.caffe_env import caffe, caffe_pb2, set_mode
-from medtl.errors import InputError, RunError
+from medtl.errors import RunError
 from medtl.metrics.roc import roc_auc
 from medtl.prototxt import read_net, read_solver, write_text
 from medtl.provenance import assumed
+from medtl.surgery import check_weights_fit
 
 Selection = Literal["min_val_loss", "max_val_auc"]
 TRACE_FIELDS = ("epoch", "iteration", "learning_rate", "train_loss", "val_loss",
@@ -42,10 +43,6 @@ SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch, distinct for ever
 
 class DivergenceError(RunError):
     """The training loss became NaN/inf or exploded; the run stops instead of wasting time."""
-
-
-class WeightsMismatchError(InputError):
-    """Initial weights whose layers do not fit the net (Caffe itself would abort)."""
 
 
 @dataclass(frozen=True)
@@ -207,25 +204,6 @@ def _selection_value(selection: Selection, row: dict) -> float:
     return float(row["val_loss"] if selection == "min_val_loss" else row["val_auc"])
 
 
-# ------------------------------------------------------------------ initial weights
-
-def _check_weights_fit(net, weights: Path) -> None:
-    from medtl.surgery import read_weights
-
-    stored = read_weights(weights)
-    problems = []
-    for name, blobs in net.params.items():
-        if name not in stored:
-            continue
-        shapes = [tuple(b.data.shape) for b in blobs]
-        got = [tuple(a.shape) for a in stored[name]]
-        if [math.prod(s) for s in shapes] != [math.prod(s) for s in got]:
-            problems.append(f"{name}: net {shapes}, file {got}")
-    if problems:
-        raise WeightsMismatchError(f"{weights}: layers do not fit the net: "
-                                   + "; ".join(problems))
-
-
 # ------------------------------------------------------------------ the loop
 
 def train(spec: TrainSpec) -> TrainResult:
@@ -258,7 +236,7 @@ def train(spec: TrainSpec) -> TrainResult:
         if trace.exists():
             trace.unlink()
         if spec.weights is not None:
-            _check_weights_fit(solver.net, spec.weights)
+            check_weights_fit(solver.net, spec.weights, train_net_path, require_all=False)
             solver.net.copy_from(str(spec.weights))
 
     best_epoch, best = 0, None

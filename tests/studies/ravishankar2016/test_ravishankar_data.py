@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from medtl.cli import main
 from medtl.datasets.check import check_dataset
 from medtl.datasets.features import FeatureError, extract
 from medtl.datasets.lmdb_writer import read_lmdb
@@ -185,3 +186,35 @@ def test_kidney_sampling_is_deterministic_under_its_seed(kidney, tmp_path):
         a = [(k, im.tobytes()) for k, im, _ in read_lmdb(ds / f"{role}_lmdb")]
         assert a == [(k, im.tobytes()) for k, im, _ in read_lmdb(again / f"{role}_lmdb")]
     assert (ds / "train_index.csv").read_text() != (other / "train_index.csv").read_text()
+
+
+def _one_line_error(capsys, argv: list[str]) -> str:
+    """`medtl ARGV` fails with status 2 and one line on stderr, no traceback."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_haar_command_errors_are_one_line(kidney, tmp_path, capsys):
+    _, ds = kidney
+    err = _one_line_error(capsys, ["data", "haar", "--source", str(tmp_path / "nowhere"),
+                                   "--out", str(tmp_path / "h.h5"), "--no-progress"])
+    assert str(tmp_path / "nowhere") in err and "does not exist" in err
+    err = _one_line_error(capsys, ["data", "haar", "--source", str(ds / "val_lmdb"), "--out",
+                                   str(tmp_path / "h.h5"), "--features", "0"])
+    assert "--features 0" in err
+    assert not (tmp_path / "h.h5").exists()
+
+
+def test_features_command_with_garbage_weights_is_one_line(kidney, tmp_path, capsys):
+    _, ds = kidney
+    deploy = tmp_path / "deploy.prototxt"
+    deploy.write_text(TINY)
+    garbage = tmp_path / "garbage.caffemodel"
+    garbage.write_bytes(bytes(range(256)) * 64)
+    err = _one_line_error(capsys, ["data", "features", "--deploy", str(deploy), "--weights",
+                                   str(garbage), "--source", str(ds / "test_lmdb"), "--out",
+                                   str(tmp_path / "f.h5"), "--no-progress"])
+    assert str(garbage) in err
+    assert not (tmp_path / "f.h5").exists()

@@ -14,15 +14,15 @@ import yaml
 from medtl.config import ConfigError
 from medtl.datasets.folds import FoldError
 from medtl.experiments import runner
-from medtl.experiments.datasets import ShinIldAdapter, adapter_for
-from medtl.experiments.report import build_report
-from medtl.experiments.spec import expand, load_experiment
+from medtl.experiments.plan import load_plan
+from medtl.experiments.report.build import build_report
 from medtl.nets.registry import get_model
 from medtl.paths import REPO
 from medtl.studies.shin2016.ild import reader as ild_io
 from medtl.studies.shin2016.ild import split as ild_split
+from medtl.studies.shin2016.ild.adapter import ShinIldAdapter
 from medtl.studies.shin2016.ild.phantoms import write_collection
-from medtl.studies.shin2016.ild.report import references_for
+from medtl.studies.shin2016.ild.report import published_references
 
 PUBLISHED = str(REPO / "experiments/shin2016/published.yaml")
 ILD_SPECS = sorted((REPO / "experiments/shin2016").glob("ild_*.yaml"))
@@ -55,11 +55,12 @@ def study(tmp_path_factory):
         spec_path = _write_spec(folder, "tiny_ild")
         status = runner.run_experiment(spec_path, progress=False)
         report = build_report(spec_path)
-        experiment = load_experiment(spec_path)
-        yield {"status": status, "report": report, "experiment": experiment,
-               "adapter": adapter_for(experiment), "run_dir": expand(experiment)[0].run_dir}
+        plan = load_plan(spec_path)
+        yield {"status": status, "report": report, "experiment": plan.experiment,
+               "adapter": plan.study, "run_dir": plan.runs[0].run_dir}
 
 
+@pytest.mark.slow
 def test_a_tiny_ild_study_runs_end_to_end(study, caffe):
     assert study["status"] == {"cifarnet_ri__fold1__frac1__seed1": "done"}
     run_dir = study["run_dir"]
@@ -95,6 +96,7 @@ def test_a_tiny_ild_study_runs_end_to_end(study, caffe):
     assert "training.max_epochs = 1 (the paper's: 90)" in resolved["deviations"]
 
 
+@pytest.mark.slow
 def test_the_report_sets_the_scores_beside_the_paper(study):
     text = study["report"].read_text()
     assert "| CifarNet | 1 |" in text and "| Avg-All | ensemble |" in text
@@ -112,6 +114,7 @@ def test_the_report_sets_the_scores_beside_the_paper(study):
     assert set(summary["scores"]) == {"cifarnet_ri", "Avg-All"}
 
 
+@pytest.mark.slow
 def test_validation_patients_are_held_out_of_training_and_test(study):
     adapter = study["adapter"]
     fold = adapter.split()["folds"]["1"]
@@ -144,7 +147,7 @@ def test_slice_random_folds_keep_roi_ids_and_score_multi_label_slices(tmp_path, 
         dataset={"builder": "shin_ild", "source": str(database),
                  "options": {"level": "slice", "split": "slice_random", "folds": 3,
                              "augmentations_per_slice": 2, "seed": 1}})
-    adapter = adapter_for(load_experiment(spec_path))
+    adapter = load_plan(spec_path).study
     adapter.prepare(progress=False)
     fold = adapter.split()["folds"]["2"]
     original = {r.id: (r.patient, r.slice_number) for p in ild_io.scan(database)
@@ -176,11 +179,12 @@ def test_slice_random_folds_keep_roi_ids_and_score_multi_label_slices(tmp_path, 
 @pytest.mark.parametrize("path", ILD_SPECS, ids=lambda p: p.stem)
 def test_every_ild_spec_has_valid_options_and_its_table(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDTL_RESULTS", str(tmp_path))
-    experiment = load_experiment(path)
-    adapter = adapter_for(experiment)
+    plan = load_plan(path)
+    adapter = plan.study
     assert isinstance(adapter, ShinIldAdapter)
     assert not adapter.dataset_dir.exists()  # checking options builds nothing
-    refs = references_for(experiment, adapter)
+    refs = published_references(plan.published.for_study(plan.experiment.spec.study),
+                                adapter.level, adapter.config.split, adapter.prior)
     expected = {"ild_patch_cv5": "Table III (Patch-CV5)", "ild_slice_cv5": "Table III (Slice-CV5)",
                 "ild_patch_loo": "Table VI (Patch-LOO)",
                 "ild_prior_equal": "Table VIII (ILD-Patch, equal prior",
@@ -206,7 +210,7 @@ def test_bad_ild_options_are_rejected_naming_the_key(tmp_path, options, message)
     spec_path = _write_spec(tmp_path, "bad", dataset={
         "builder": "shin_ild", "source": "synthetic", "options": {"level": "patch"} | options})
     with pytest.raises(ConfigError) as err:
-        adapter_for(load_experiment(spec_path))
+        load_plan(spec_path)
     assert message in str(err.value) and "dataset.options" in str(err.value)
 
 
@@ -216,7 +220,75 @@ def test_a_missing_database_folder_is_named(tmp_path, monkeypatch):
         "builder": "shin_ild", "source": str(tmp_path / "no_database"),
         "options": {"level": "patch"}})
     with pytest.raises(ConfigError, match=r"dataset.source: .*no_database is not a folder"):
-        adapter_for(load_experiment(spec_path)).prepare(progress=False)
+        load_plan(spec_path).study.prepare(progress=False)
+
+
+def test_the_dataset_key_follows_the_source_the_phantoms_and_val_fraction(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setenv("MEDTL_RESULTS", str(tmp_path / "results"))
+    for name in ("db_a", "db_b"):
+        (tmp_path / name).mkdir()
+    options = {"level": "patch", "split": "loo", "seed": 1}
+
+    def dataset_dir(name: str, **dataset) -> str:
+        ds = {"builder": "shin_ild", "source": "synthetic", "phantom": PHANTOM,
+              "options": options} | dataset
+        study = load_plan(_write_spec(tmp_path, name, dataset=ds)).study
+        assert not study.dataset_dir.exists()  # the key is computed, nothing is built
+        return study.dataset_dir.name
+
+    base = dataset_dir("base")
+    assert dataset_dir("same") == base
+    others = [dataset_dir("db_a", source=str(tmp_path / "db_a"), phantom={}),
+              dataset_dir("db_b", source=str(tmp_path / "db_b"), phantom={}),
+              dataset_dir("phantom_seed", phantom=PHANTOM | {"seed": 3}),
+              dataset_dir("phantom_patients", phantom=PHANTOM | {"patients": 7}),
+              dataset_dir("val_fraction", options=options | {"val_fraction": 0.3})]
+    assert len({base, *others}) == 1 + len(others)
+
+
+@pytest.mark.parametrize(("options", "folds", "count"), [
+    ({"split": "cv5"}, [6], 5),
+    ({"split": "slice_random", "folds": 3}, [4], 3),
+    ({"split": "loo"}, [7], 6),   # one fold per phantom patient
+])
+def test_a_fold_beyond_the_split_is_rejected_naming_folds(tmp_path, options, folds, count):
+    spec_path = _write_spec(tmp_path, "beyond", folds=folds, dataset={
+        "builder": "shin_ild", "source": "synthetic", "phantom": PHANTOM,
+        "options": {"level": "patch"} | options})
+    with pytest.raises(ConfigError) as err:
+        load_plan(spec_path)
+    message = str(err.value)
+    assert "beyond.yaml: folds: fold" in message and f"has {count} fold(s)" in message
+
+
+def test_bad_phantom_settings_are_rejected_naming_the_key(tmp_path):
+    for phantom, key in (({"patiens": 4}, "patiens"), ({"patients": 1}, "patients"),
+                         ({"multi_label_rate": 2}, "multi_label_rate")):
+        spec_path = _write_spec(tmp_path, "bad_phantom", dataset={
+            "builder": "shin_ild", "source": "synthetic", "phantom": phantom,
+            "options": {"level": "patch"}})
+        with pytest.raises(ConfigError, match=f"dataset.phantom.*{key}"):
+            load_plan(spec_path)
+
+
+def test_a_folds_csv_resolves_against_the_spec_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDTL_RESULTS", str(tmp_path / "results"))
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "outer.csv").write_text("unit,patient_id,fold\n001,001,1\n002,002,2\n"
+                                      "003,003,3\n")
+    dataset = {"builder": "shin_ild", "source": "synthetic", "phantom": PHANTOM,
+               "options": {"level": "patch", "folds_csv": "outer.csv"}}
+    monkeypatch.chdir(tmp_path)  # not the spec's folder
+    study = load_plan(_write_spec(folder, "given", dataset=dataset)).study
+    assert study.config.folds_csv == str(folder / "outer.csv")
+    assert study.fold_count() == 3
+    with pytest.raises(ConfigError, match=r"given.yaml: folds: fold 4"):
+        load_plan(_write_spec(folder, "given", dataset=dataset, folds=[4]))
+    missing = dataset | {"options": {"level": "patch", "folds_csv": "nowhere.csv"}}
+    with pytest.raises(ConfigError, match=r"dataset.options.folds_csv: .*nowhere.csv"):
+        load_plan(_write_spec(folder, "missing", dataset=missing))
 
 
 def test_validation_units_hold_every_class_on_both_sides():

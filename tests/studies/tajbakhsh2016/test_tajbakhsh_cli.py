@@ -1,4 +1,5 @@
-"""`medtl data` commands of cli_extra: phantoms -> builders -> features, and their errors."""
+"""`medtl data` commands of the Tajbakhsh study (and those beside it): phantoms -> builders ->
+features, and their errors, through the one `medtl` parser."""
 
 from __future__ import annotations
 
@@ -8,8 +9,14 @@ import sys
 
 import h5py
 
-from medtl.datasets.cli_extra import add_commands, main
+from medtl import cli
 from medtl.datasets.manifest import read_manifest
+from medtl.studies.tajbakhsh2016.cli import add_commands
+
+
+def main(argv: list[str]) -> int:
+    """`medtl data ARGV...`."""
+    return cli.main(["data", *argv])
 
 
 def test_phantoms_build_and_haar_from_the_command_line(tmp_path, capsys):
@@ -78,14 +85,15 @@ def test_add_commands_hangs_on_an_existing_data_parser():
     data = top.add_parser("data")
     sub = data.add_subparsers(dest="data_command")
     phantoms = sub.add_parser("phantoms").add_subparsers(dest="phantom_kind")
-    add_commands(sub, phantoms=phantoms)
+    add_commands(sub, phantoms)
     args = parser.parse_args(["data", "tajbakhsh", "pe", "--manifest", "m.csv", "--out", "o"])
     assert args.application == "pe" and callable(args.func)
     args = parser.parse_args(["data", "phantoms", "imt", "--out", "o"])
     assert args.phantom_kind == "imt"
-    alone = argparse.ArgumentParser()
-    add_commands(alone.add_subparsers(dest="data_command"))
-    assert alone.parse_args(["synth", "kidney", "--out", "o"]).phantom_kind == "kidney"
+    # the other studies' phantom kinds hang on the same parser (`medtl.cli`)
+    whole = cli.build_parser()
+    assert whole.parse_args(["data", "phantoms", "kidney", "--out", "o"]).phantom_kind == \
+        "kidney"
 
 
 def test_data_prep_scripts_run(repo):
@@ -108,18 +116,16 @@ def test_data_prep_scripts_run(repo):
     assert done.stdout.count("ran ") == len(scripts)
 
 
-def test_commands_fit_beside_the_core_data_commands():
-    from medtl.datasets import cli as core
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
 
-    parser = argparse.ArgumentParser()
-    core.add_commands(parser)
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    ph = next(a for a in sub.choices["phantoms"]._actions
-              if isinstance(a, argparse._SubParsersAction))
-    if "tajbakhsh" not in sub.choices:       # not wired into medtl.datasets.cli yet
-        add_commands(sub, phantoms=ph)
+
+def test_commands_fit_beside_the_core_data_commands():
+    parser = cli.build_parser()
+    sub = _subparsers(_subparsers(parser).choices["data"])
+    ph = _subparsers(sub.choices["phantoms"])
     assert {"check", "tajbakhsh", "kidney", "chestxray14", "features", "haar"} <= set(
         sub.choices)
     assert {"polyp", "pe", "frames", "imt", "kidney", "chestxray14"} <= set(ph.choices)
-    args = parser.parse_args(["phantoms", "pe", "--out", "o", "--groups", "2"])
+    args = parser.parse_args(["data", "phantoms", "pe", "--out", "o", "--groups", "2"])
     assert args.phantom_kind == "pe" and args.groups == 2

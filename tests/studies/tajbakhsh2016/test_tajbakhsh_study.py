@@ -1,6 +1,6 @@
-"""Tajbakhsh 2016's four studies through `medtl run` and the Tajbakhsh report, on tiny
-phantoms with real Caffe (AlexNet at 227 x 227, one epoch), plus the boundary tracing and the
-scoring conventions on inputs with known answers."""
+"""Tajbakhsh 2016's four studies through `medtl run` and `medtl report`, on tiny phantoms
+with real Caffe (AlexNet at 227 x 227, one epoch), plus the boundary tracing, the scoring
+conventions on inputs with known answers, and the spec errors `load_plan` names."""
 
 from __future__ import annotations
 
@@ -18,15 +18,14 @@ from medtl import caffe_env
 from medtl.config import ConfigError
 from medtl.datasets.formats.candidates import Candidate
 from medtl.datasets.lmdb_writer import read_lmdb
-from medtl.experiments import datasets, runner, spec
+from medtl.experiments import runner
+from medtl.experiments.plan import load_plan
+from medtl.experiments.report.build import build_report
+from medtl.experiments.study import BUILDERS
 from medtl.nets.registry import get_model
-from medtl.paths import REPO
+from medtl.paths import REPO, from_results
 from medtl.prototxt import read_net, write_text
-from medtl.studies.tajbakhsh2016.adapters import (
-    TAJBAKHSH_ADAPTERS,
-    ImtAdapter,
-    polyp_lesions,
-)
+from medtl.studies.tajbakhsh2016.adapters import polyp_lesions
 from medtl.studies.tajbakhsh2016.boundaries import (
     SnakeParams,
     column_max_rows,
@@ -34,7 +33,7 @@ from medtl.studies.tajbakhsh2016.boundaries import (
     trace_interface,
 )
 from medtl.studies.tajbakhsh2016.dense import DenseNet
-from medtl.studies.tajbakhsh2016.report import build_tajbakhsh_report
+from medtl.studies.tajbakhsh2016.phantoms import write_frame_collection
 from medtl.studies.tajbakhsh2016.scoring import (
     PolypOptions,
     link_lesions,
@@ -43,6 +42,7 @@ from medtl.studies.tajbakhsh2016.scoring import (
 from medtl.surgery import random_weights
 
 DECLARED = REPO / "experiments" / "tajbakhsh2016"
+BUILDER_NAMES = {"tajbakhsh_polyp", "tajbakhsh_pe", "tajbakhsh_frame", "tajbakhsh_imt"}
 
 
 # ------------------------------------------------------------------ fixtures
@@ -50,7 +50,7 @@ DECLARED = REPO / "experiments" / "tajbakhsh2016"
 @pytest.fixture
 def study(tmp_path, monkeypatch):
     """Runs write under a temporary results/ (inherited by the `run-one` subprocesses)."""
-    assert set(TAJBAKHSH_ADAPTERS) <= set(datasets.ADAPTERS)
+    assert set(BUILDERS) >= BUILDER_NAMES
     root = tmp_path / "results"
     monkeypatch.setenv("MEDTL_RESULTS", str(root))
     return root
@@ -87,9 +87,8 @@ def _spec(folder: Path, name: str, study_id: str, builder: str, source: dict[str
 
 
 def _metrics(root: Path, spec_path: Path) -> dict[str, dict]:
-    experiment = spec.load_experiment(spec_path)
     return {p.run_id: json.loads((p.run_dir / "metrics.json").read_text())
-            for p in spec.expand(experiment)}
+            for p in load_plan(spec_path).runs}
 
 
 def _interval_ok(interval: dict) -> bool:
@@ -98,6 +97,7 @@ def _interval_ok(interval: dict) -> bool:
 
 # ------------------------------------------------------------------ the four studies
 
+@pytest.mark.slow
 def test_frame_study_with_a_reduced_training_set(study, tmp_path, source, caffe):
     spec_path = _spec(
         tmp_path, "frame", "frame", "tajbakhsh_frame", source, data_fractions=[1.0, 0.5],
@@ -128,17 +128,19 @@ def test_frame_study_with_a_reduced_training_set(study, tmp_path, source, caffe)
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and {r["patches"] for r in rows} == {"2"}
 
-    report = build_tajbakhsh_report(spec_path)
+    report = build_report(spec_path)
     text = report.read_text()
     assert "AUC (DeLong)" in text and "sensitivity at 15% FPR" in text
     assert "| Fine-tuned AlexNet:fc8 | 50% |" in text
     assert "Fine-tuned AlexNet:fc8 (100%) vs Fine-tuned AlexNet:fc8 (50%)" in text
     assert "training.max_epochs = 1" in text and "dataset `train_patches` = 16" in text
-    assert "scoring `bootstrap_unit` = 'frame'" in text
+    # the core's walk names the scoring options by their key in the spec, `adapter`
+    assert "adapter `bootstrap_unit` = 'frame'" in text   # the spec's key names the group
     for figure in ("roc_100.png", "roc_50.png", "roc_reductions.png", "validation_auc.png"):
         assert (report.parent / "figures" / figure).stat().st_size > 5000, figure
 
 
+@pytest.mark.slow
 def test_polyp_study_froc_per_frame(study, tmp_path, source, caffe):
     spec_path = _spec(
         tmp_path, "polyp", "polyp", "tajbakhsh_polyp", source,
@@ -159,11 +161,12 @@ def test_polyp_study_froc_per_frame(study, tmp_path, source, caffe):
         rows = list(csv.DictReader(f))
     assert {r["patches"] for r in rows} == {"5"}
     assert all((r["lesion"] != "") == (r["label"] == "1") for r in rows)
-    report = build_tajbakhsh_report(spec_path)
+    report = build_report(spec_path)
     assert "sensitivity at 0.05 FP/frame" in report.read_text()
     assert (report.parent / "figures" / "froc_100.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_pe_study_scratch_and_fine_tuned_froc_per_volume(study, tmp_path, source, caffe):
     spec_path = _spec(
         tmp_path, "pe", "pe", "tajbakhsh_pe", source,
@@ -181,13 +184,14 @@ def test_pe_study_scratch_and_fine_tuned_froc_per_volume(study, tmp_path, source
         assert m["candidates"] == 12 and m["positives"] == 4
         assert set(m["sensitivity"]) == {"1", "2", "3"}
         assert _interval_ok(m["froc_area"])
-    report = build_tajbakhsh_report(spec_path)
+    report = build_report(spec_path)
     text = report.read_text()
     assert "sensitivity at 3 FP/volume" in text
     assert "Fine-tuned AlexNet:fc8 (100%) vs AlexNet scratch (100%)" in text
     assert (report.parent / "figures" / "froc_100.png").stat().st_size > 5000
 
 
+@pytest.mark.slow
 def test_imt_study_dense_maps_snakes_and_box_plots(study, tmp_path, source, caffe):
     spec_path = _spec(
         tmp_path, "imt", "imt", "tajbakhsh_imt", source, configurations=["alexnet-h_scratch"],
@@ -219,7 +223,8 @@ def test_imt_study_dense_maps_snakes_and_box_plots(study, tmp_path, source, caff
         assert 0 <= float(next(csv.DictReader(f))["val_auc"]) <= 1   # classes 1+2 merged
     # dense inference preprocesses exactly as Caffe's data layer: same probabilities as the
     # run's validation net on the first validation records
-    resolved = json.loads((run_dir / "run.json").read_text())["dataset"]
+    recorded = json.loads((run_dir / "run.json").read_text())["dataset"]
+    resolved = {key: str(from_results(recorded[key])) for key in ("train", "val")}
     records = [image for _, image, _ in itertools.islice(read_lmdb(resolved["val"]), 4)]
     dense = DenseNet(run_dir / "net" / "deploy.prototxt", run_dir / "selected.caffemodel",
                      str(Path(resolved["train"]).parent / "train_mean.binaryproto"))
@@ -228,10 +233,9 @@ def test_imt_study_dense_maps_snakes_and_box_plots(study, tmp_path, source, caff
     val.forward()
     np.testing.assert_allclose(dense.probabilities(np.stack(records)),
                                val.blobs["prob"].data[:4], rtol=1e-4, atol=1e-6)
-    one = datasets.adapter_for(spec.load_experiment(spec_path)).fold_data(
-        1, 0.5, 1, get_model("alexnet-h"))
+    one = load_plan(spec_path).study.fold_data(1, 0.5, 1, get_model("alexnet-h"))
     assert one.train.endswith("single_group/train_lmdb") and one.val == resolved["val"]
-    report = build_tajbakhsh_report(spec_path)
+    report = build_report(spec_path)
     text = report.read_text()
     assert "lumen-intima error, mean [95% CI] (pixels)" in text and "snake `kappa`" in text
     for figure in ("boxplots_100.png", "imt_example.png"):
@@ -242,8 +246,9 @@ def test_imt_study_dense_maps_snakes_and_box_plots(study, tmp_path, source, caff
 
 @pytest.mark.parametrize("name", ["polyp", "pe", "frame", "imt"])
 def test_declared_specs_resolve_every_data_fraction(name):
-    experiment = spec.load_experiment(DECLARED / f"{name}.yaml")
-    adapter = TAJBAKHSH_ADAPTERS[experiment.dataset.builder](experiment)
+    plan = load_plan(DECLARED / f"{name}.yaml")
+    adapter, experiment = plan.study, plan.experiment
+    assert experiment.dataset.builder in BUILDER_NAMES
     sets = [adapter.training_set(f) for f in experiment.spec.data_fractions]
     assert sets[0] == "full" and len(set(sets)) == len(sets)
     expected = {"polyp": ["reduced_50pct", "reduced_25pct"],
@@ -260,29 +265,66 @@ def test_bad_fractions_folds_and_sizes_are_named(study, tmp_path, source):
                 dataset=frame)
     with pytest.raises(ConfigError, match=r"data_fractions: 0.3 is not one of the dataset's "
                                           r"training sets \(1, 0.1, 0.05, 0.01\)"):
-        datasets.adapter_for(spec.load_experiment(bad))
+        load_plan(bad)
     wrong = _spec(tmp_path, "w", "polyp", "tajbakhsh_frame", source, dataset=frame)
     with pytest.raises(ConfigError, match="serves the study 'frame', not 'polyp'"):
-        datasets.adapter_for(spec.load_experiment(wrong))
+        load_plan(wrong)
     small = _spec(tmp_path, "s", "frame", "tajbakhsh_frame", source,
                   dataset=frame | {"options": {"patch_size": 64}})
     with pytest.raises(ConfigError, match="patch_size is 64 but alexnet-h takes 227"):
-        datasets.adapter_for(spec.load_experiment(small))
+        load_plan(small)
     unknown = _spec(tmp_path, "u", "frame", "tajbakhsh_frame", source,
                     dataset=frame | {"options": {"adapter": {"fp_unit": "frame"}}})
     with pytest.raises(ConfigError, match=r"dataset.options.adapter: unknown key 'fp_unit'"):
-        datasets.adapter_for(spec.load_experiment(unknown))
+        load_plan(unknown)
     folds = _spec(tmp_path, "k", "frame", "tajbakhsh_frame", source, folds=[2],
                   dataset=frame)
-    plan = spec.expand(spec.load_experiment(folds))[0]
     with pytest.raises(ConfigError, match="one training / test split"):
-        runner.run_one(plan, progress=False)
+        load_plan(folds)
     imt = _spec(tmp_path, "i", "imt", "tajbakhsh_imt", source, data_fractions=[1.0, 0.2],
                 dataset={"builder": "tajbakhsh_imt", "source": "synthetic",
                          "options": {"single_group": False,
                                      "adapter": {"single_group_fraction": 0.2}}})
     with pytest.raises(ConfigError, match="no one-group training set"):
-        ImtAdapter(spec.load_experiment(imt))
+        load_plan(imt)
+
+
+@pytest.mark.parametrize(("study_id", "dataset", "fractions", "message"), [
+    ("polyp", {"phantom": {"frames": 3}}, [1.0], "dataset.phantom: unknown key 'frames'"),
+    ("imt", {"phantom": {"roi_size": [50, 10], "frame_size": [40, 40]}}, [1.0],
+     "dataset.phantom: frame_size [40, 40] is smaller than roi_size [50, 10]"),
+    ("pe", {"options": {"adapter": {"link": 5.0}}}, [1.0],
+     "dataset.options.adapter: unknown key 'link'"),
+    ("imt", {"options": {"adapter": {"snake": {"gamma": 1.0}}}}, [1.0],
+     "dataset.options.adapter.snake: unknown key 'gamma'"),
+    ("polyp", {"options": {"reductions": [0.5]}}, [1.0, 0.4],
+     "data_fractions: 0.4 is not one of the dataset's training sets (1, 0.5)"),
+])
+def test_load_plan_names_a_bad_phantom_scoring_key_or_fraction(study, tmp_path, study_id,
+                                                               dataset, fractions, message):
+    builder = f"tajbakhsh_{study_id}"
+    path = _spec(tmp_path, study_id, study_id, builder, {"weights": "w", "definition": "d"},
+                 data_fractions=fractions,
+                 dataset={"builder": builder, "source": "synthetic", **dataset})
+    with pytest.raises(ConfigError) as err:
+        load_plan(path)
+    assert message in str(err.value) and str(path) in str(err.value)
+    assert not study.exists()                          # nothing was built
+
+
+def test_the_candidate_manifest_is_found_beside_the_spec(study, tmp_path):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    write_frame_collection(specs / "frames", videos=2, frames_per_video=2, size=(40, 30))
+    weights = {"weights": "w", "definition": "d"}
+    for source in ("frames", "frames/candidates.csv"):
+        path = _spec(specs, "f", "frame", "tajbakhsh_frame", weights,
+                     dataset={"builder": "tajbakhsh_frame", "source": source})
+        assert load_plan(path).study.source() == specs / "frames" / "candidates.csv"
+    path = _spec(specs, "m", "frame", "tajbakhsh_frame", weights,
+                 dataset={"builder": "tajbakhsh_frame", "source": "nowhere"})
+    with pytest.raises(ConfigError, match=r"dataset.source: .*/specs/nowhere does not exist"):
+        load_plan(path).study.source()
 
 
 # ------------------------------------------------------------------ boundaries

@@ -23,7 +23,7 @@ def provenance_sections(experiment: Experiment, groups: dict[str, dict[str, dict
             if value.get("set_by_user"):
                 default = value["default"]
                 origin = default.get("source") or f"assumed: {default.get('assumed', '')}"
-                devs.append(f"{group} `{key}` = {value['value']!r} (default "
+                devs.append(f"{_label(group, key)} = {value['value']!r} (default "
                             f"{default['value']!r}; {origin})")
     devs += deviations
     lines = ["", "## Deviations from the paper (set by the spec)", ""]
@@ -37,12 +37,18 @@ def provenance_sections(experiment: Experiment, groups: dict[str, dict[str, dict
     if "assumed" in selection:
         notes.append(f"- snapshot selection `{selection['value']}`: {selection['assumed']}")
     for group, values in groups.items():
-        notes += [f"- {group} `{key}` = {value['value']!r}: {value['assumed']}"
+        notes += [f"- {_label(group, key)} = {value['value']!r}: {value['assumed']}"
                   for key, value in sorted(values.items()) if "assumed" in value]
     notes += [f"- {a}" for a in assumptions]
     lines += ["", "## Assumptions (values the paper leaves open)", ""]
     lines += _unique(notes) or ["- none"]
     return lines
+
+
+def _label(group: str, key: str) -> str:
+    """`dataset` + `seed` -> dataset `seed`; `adapter` + `snake.kappa` -> adapter.snake `kappa`."""
+    section, _, leaf = key.rpartition(".")
+    return f"{group}.{section} `{leaf}`" if section else f"{group} `{key}`"
 
 
 def _unique(items: list[str]) -> list[str]:

@@ -3,162 +3,109 @@ HDF5 sets, one sigmoid output, scored by accuracy at 0.5 (the poster's "96%"), R
 DeLong's interval, and the class balance that accuracy has to be read against.
 
 The runner trains on the HDF5 lists (`HDF5Data`, the images stored preprocessed) and hands
-the selected weights to :meth:`ChestXray14Adapter.evaluate`, which runs the TEST-phase net
-over the test list itself: the runner's own `predict` builds an LMDB test net.
+the selected weights to :meth:`ChestXray14Adapter.evaluate`: the TEST-phase net over the test
+list (`medtl.infer.predict_database`), the labels it read checked against the test index.
 
-Spec: `dataset.options` are `medtl.studies.boit2019.dataset.ChestXray14Config`'s keys.
+Spec: `dataset.options` are `medtl.studies.boit2019.dataset.ChestXray14Config`'s keys;
+`dataset.phantom` are :class:`ChestXray14Phantoms`'s keys.
 """
 
 from __future__ import annotations
 
-import json
-import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from medtl import config as data_config
-from medtl.config import ConfigError
-from medtl.datasets.manifest import sha256_file
-from medtl.experiments.spec import REPO, Experiment, RunPlan
-from medtl.nets.registry import ModelSpec, get_model
-from medtl.protocols import Configuration
+from medtl import io
+from medtl.config import ConfigError, option
+from medtl.errors import RunError
+from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
+from medtl.experiments.study import FoldData, RunInputs, StudyAdapter
+from medtl.infer import predict_database
+from medtl.metrics import auc_interval, wilson
 from medtl.provenance import assumed
-from medtl.studies.ravishankar2016.adapter import (
-    auc_interval,
-    interval,
-    options_key,
-    phantom_options,
-    read_index,
-    write_rows,
-)
+from medtl.studies.boit2019.dataset import ChestXray14Config, build
+from medtl.studies.boit2019.phantoms import write_chestxray14_collection
+from medtl.studies.boit2019.reader import FINDINGS
+from medtl.studies.boit2019.report import chest_report
 
-if TYPE_CHECKING:
-    from medtl.experiments.datasets import FoldData
-
-ROLES = ("train", "val", "test")
 THRESHOLD = assumed(0.5, "the poster reports accuracy without a threshold; 0.5 on the sigmoid "
                          "output, Keras' binary_accuracy default")
 # DenseNet-121 halves the input five times (conv1, pool1, pool2-4) before the global pool.
 MIN_INPUT = 32
 
 
-def wilson(successes: int, n: int, z: float = 1.959964) -> dict[str, Any]:
-    """A proportion with its 95% Wilson score interval."""
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return interval(p, max(0.0, centre - half), min(1.0, centre + half), "Wilson score")
+@dataclass(frozen=True)
+class ChestXray14Phantoms:
+    """The kit's synthetic ChestX-ray14 release
+    (`medtl.studies.boit2019.phantoms.write_chestxray14_collection`)."""
+
+    patients: int = option(20, "patients (each in train_val_list or test_list)", minimum=2)
+    max_images_per_patient: int = option(3, "images per patient: 1 to this many", minimum=1)
+    size: int = option(256, "PNG side (pixels; the release's: 1024)", minimum=16)
+    test_fraction: float = option(0.3, "share of the patients in test_list.txt", minimum=0,
+                                  exclusive_minimum=True, maximum=1)
+    per_folder: int = option(40, "PNGs per images_NNN/ folder", minimum=1)
+    healthy: float = option(0.5, "share of 'No Finding' images", minimum=0, maximum=1)
+    revision: str = option("2017", "Data_Entry file: the 2017 release's or the 2020 "
+                           "revision's", choices=("2017", "2020"))
+    nested: bool = option(False, "PNGs in images_NNN/images/, as the NIH tarballs unpack")
+    seed: int = option(0, "seed of the patients, findings and images", minimum=0)
 
 
-class ChestXray14Adapter:
+class ChestXray14Adapter(StudyAdapter):
     """The NIH ChestX-ray14 release (or the kit's phantoms in its layout) -> HDF5 sets."""
 
-    positive_classes = (1,)
-    report_kind = "boit_chestxray14"   # medtl.experiments.report_other.OTHER_REPORTS
+    builder = "chestxray14"
+    paper = "boit2019"
+    studies = ("chestxray14_binary",)
+    options_class = ChestXray14Config
+    phantom_class = ChestXray14Phantoms
+    source_help = ("the ChestX-ray14 release: Data_Entry_2017.csv, train_val_list.txt, "
+                   "test_list.txt, images_*/")
 
-    def __init__(self, experiment: Experiment) -> None:
-        from medtl.studies.boit2019.dataset import ChestXray14Config
-
-        self.experiment = experiment
-        where = f"{experiment.path}: dataset.options"
-        options = dict(experiment.dataset.options)
-        self.config = data_config.from_mapping(ChestXray14Config, options, where=where)
+    def check(self) -> None:
+        where = f"{self.experiment.path}: dataset.options"
         outputs = 14 if self.config.task == "multilabel" else 1
-        for cfg in experiment.configurations:
+        for cfg in self.experiment.configurations:
             if cfg.num_classes.value != outputs:
                 raise ConfigError(f"{where}: task {self.config.task!r} gives {outputs} "
                                   f"label(s) per image; {cfg.id} has {cfg.num_classes.value} "
                                   "output(s)")
             if cfg.loss != "sigmoid":
-                raise ConfigError(f"{experiment.path}: {cfg.id}: the HDF5 sets carry float "
+                raise ConfigError(f"{self.experiment.path}: {cfg.id}: the HDF5 sets carry float "
                                   "labels for the sigmoid loss only")
         if self.config.crop_size < MIN_INPUT:
             raise ConfigError(f"{where}: crop_size {self.config.crop_size} is below "
                               f"{MIN_INPUT}, the smallest input DenseNet-121's five "
                               "stride-2 stages reduce to one pixel")
-        self.data_root = experiment.results_dir / "data"
-        self.dataset_dir = (self.data_root
-                            / f"chestxray14_{self.config.task}_{options_key(options)}")
+        for fold in self.experiment.spec.folds:
+            if fold != 1:
+                raise ConfigError(f"{self.experiment.path}: folds: fold {fold}, but "
+                                  "ChestX-ray14 has one official patient-level split: use "
+                                  "folds: [1]")
 
-    def _collection(self) -> Path:
-        ds = self.experiment.dataset
-        if ds.source != "synthetic":
-            root = REPO / Path(ds.source).expanduser()   # relative: to the repository
-            if not root.is_dir():
-                raise ConfigError(f"{self.experiment.path}: dataset.source: {root} is not a "
-                                  "folder (the ChestX-ray14 release: Data_Entry_2017.csv, "
-                                  "train_val_list.txt, test_list.txt, images_*/)")
-            return root
-        from medtl.studies.boit2019.phantoms import write_chestxray14_collection
+    def check_fraction(self, fraction: float) -> None:
+        if fraction != 1.0:
+            raise ConfigError(f"{self.experiment.path}: data_fractions: {fraction:g}: "
+                              "ChestX-ray14 has one official patient-level split: use "
+                              "data_fractions: [1.0]")
 
-        phantom = phantom_options(write_chestxray14_collection, ds.phantom,
-                                  str(self.experiment.path))
-        dest = self.data_root / f"phantoms_chestxray14_{options_key(phantom)}"
-        if not dest.is_dir():
-            write_chestxray14_collection(dest, **phantom)
-        return dest
+    def write_phantoms(self, dest: Path) -> None:
+        write_chestxray14_collection(dest, **self.phantom_args())
 
-    def prepare(self, progress: bool = True) -> None:
-        from medtl.studies.boit2019.dataset import build
-
-        if not (self.dataset_dir / "manifest.json").is_file():
-            build(self._collection(), self.dataset_dir, self.config, progress=progress)
-
-    def manifest(self) -> dict[str, Any]:
-        return json.loads((self.dataset_dir / "manifest.json").read_text())
-
-    def fold_data(self, fold: int, fraction: float, seed: int, model: ModelSpec) -> FoldData:
-        if fold != 1 or fraction != 1.0:
-            raise ConfigError(f"{self.experiment.path}: ChestX-ray14 has one official "
-                              "patient-level split: use folds: [1] and data_fractions: [1.0]")
-        from medtl.experiments.datasets import FoldData
-
-        self.prepare()
-        dbs = {d["role"]: d for d in self.manifest()["databases"]}
-        root = self.dataset_dir
-        train, val, test = (dbs[r] for r in ROLES)
-        return FoldData(train=str(root / train["path"]), val=str(root / val["path"]),
-                        mean_file=None, test=str(root / test["path"]),
-                        test_index=str(root / test["index_file"]), train_size=train["count"],
-                        val_size=val["count"], test_size=test["count"],
-                        manifest_sha256=sha256_file(root / "manifest.json"))
+    def build(self, source: Path, dest: Path, progress: bool) -> None:
+        build(source, dest, self.config, progress=progress)
 
     # -------------------------------------------------------------- evaluation
 
-    def test_probabilities(self, cfg: Configuration, fold: FoldData, weights: Path,
-                           run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-        """(sigmoid outputs N x K, labels N x K) of the test list, in list (rank) order."""
-        from medtl.caffe_env import caffe, set_mode
-        from medtl.nets.variants import DataSpec, val_net
-        from medtl.prototxt import write_text
-
-        model = get_model(cfg.model)
-        batch = min(cfg.solver.val_batch_size.value, fold.test_size)
-        net_path = write_text(run_dir / "net" / "test.prototxt", val_net(
-            model.body, cfg.num_classes.value, DataSpec(fold.test, batch, backend="hdf5"),
-            cfg.label or cfg.id, cfg.loss))
-        c = caffe()
-        set_mode(self.experiment.training.gpu)
-        net = c.Net(str(net_path), c.TEST, weights=str(weights))
-        probs, labels = [], []
-        # HDF5Data (shuffle off) reads the list in order and wraps round after the last
-        # record, so the first test_size outputs are the records in rank order.
-        for _ in range(math.ceil(fold.test_size / batch)):
-            net.forward()
-            probs.append(np.array(net.blobs["prob"].data, copy=True).reshape(batch, -1))
-            labels.append(np.array(net.blobs["label"].data, copy=True).reshape(batch, -1))
-        n = fold.test_size
-        return np.concatenate(probs)[:n], np.concatenate(labels)[:n]
-
     def predictions(self, fold: FoldData, probs: np.ndarray) -> list[dict[str, Any]]:
         """Per test image: its label(s) from the index and the sigmoid output(s)."""
-        from medtl.studies.boit2019.reader import FINDINGS
-
-        index = read_index(Path(fold.test_index))
+        index = read_csv(Path(fold.test_index))
         if len(index) != len(probs):
-            raise ValueError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
+            raise RunError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
         rows = []
         for row, p in zip(index, probs, strict=True):
             out = {"rank": int(row["rank"]), "image": row["image"],
@@ -173,8 +120,6 @@ class ChestXray14Adapter:
         return rows
 
     def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
-        from medtl.studies.boit2019.reader import FINDINGS
-
         balance = self.manifest()["counts"]
         if self.config.task == "multilabel":
             return {"per_finding_roc_auc": {
@@ -197,14 +142,22 @@ class ChestXray14Adapter:
             "class_balance": balance,
         }
 
-    def evaluate(self, plan: RunPlan, cfg: Configuration, fold: FoldData, weights: Path,
-                 run_dir: Path) -> dict[str, Any]:
-        probs, labels = self.test_probabilities(cfg, fold, weights, run_dir)
-        rows = self.predictions(fold, probs)
+    def evaluate(self, run: RunInputs) -> dict[str, Any]:
+        """The base's evaluation, with the labels the net read checked against the index."""
+        probs, labels = predict_database(run.config, run.fold, run.weights,
+                                         run.run_dir / "net" / "test.prototxt", gpu=run.gpu)
+        rows = self.predictions(run.fold, probs)
         stored = (np.array([[r["label"]] for r in rows]) if self.config.task == "binary" else
                   np.array([[v for k, v in r.items() if k.startswith("label_")] for r in rows]))
         if not np.array_equal(stored, labels.astype(int)):
-            raise RuntimeError(f"{fold.test}: the labels the net read differ from "
-                               f"{fold.test_index}: the HDF5 list is not in rank order")
-        write_rows(run_dir / "predictions.csv", rows)
-        return self.score(rows, fold)
+            raise RunError(f"{run.fold.test}: the labels the net read differ from "
+                           f"{run.fold.test_index}: the HDF5 list is not in rank order")
+        io.write_csv(run.run_dir / "predictions.csv", rows)
+        return self.score(rows, run.fold)
+
+    def report(self, ctx: ReportContext) -> ReportBody:
+        if self.config.task != "binary":
+            raise ConfigError(f"{self.experiment.path}: dataset.options.task: the report covers "
+                              "the binary task (the poster's); the multi-label runs' "
+                              "metrics.json hold per-finding AUCs")
+        return chest_report(ctx)

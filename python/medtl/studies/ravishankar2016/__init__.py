@@ -1,3 +1,7 @@
 """ravishankar2016: its protocol, data, adapter, report and `medtl data` commands."""
 
-from medtl.studies.ravishankar2016 import cli, protocol  # noqa: F401  (they register themselves)
+from medtl.studies.ravishankar2016 import (  # noqa: F401  (they register themselves)
+    adapter,
+    cli,
+    protocol,
+)

@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 from medtl.commands import build_from_args, config_args, data_commands
+from medtl.errors import ConfigError
 
 
 def _cmd_kidney(args: argparse.Namespace) -> int:
@@ -21,6 +22,10 @@ def _cmd_kidney(args: argparse.Namespace) -> int:
 def _cmd_haar(args: argparse.Namespace) -> int:
     from medtl.studies.ravishankar2016.haar import HaarBank, lmdb_features
 
+    if args.features < 1:
+        raise ConfigError(f"--features {args.features}: must be at least 1")
+    if args.window < 3:
+        raise ConfigError(f"--window {args.window}: must be at least 3")
     out = lmdb_features(args.source, args.out, HaarBank(args.window, args.features),
                         progress=not args.no_progress)
     print(f"Haar features written to {out}")

@@ -22,7 +22,7 @@ import numpy as np
 from medtl import io
 from medtl.datasets.formats.resize import resize
 from medtl.datasets.lmdb_writer import read_lmdb
-from medtl.errors import InputError, OutputExistsError
+from medtl.errors import ConfigError, InputError, MissingFileError, OutputExistsError
 from medtl.progress import bar
 
 # kind -> (unit width, unit height, rectangles as (x, y, w, h, weight) in units)
@@ -47,10 +47,12 @@ class HaarBank:
 
     def __post_init__(self) -> None:
         if self.window < 3 or self.step < 1 or self.n_features < 1:
-            raise ValueError("window >= 3, step >= 1 and n_features >= 1 are required")
+            raise ConfigError(f"Haar bank: window {self.window}, step {self.step}, n_features "
+                              f"{self.n_features}: window >= 3, step >= 1 and n_features >= 1 "
+                              "are required")
         every, kinds = _enumerate(self.window, self.step)
         if len(every) < self.n_features:
-            raise ValueError(f"a {self.window}-pixel window with step {self.step} holds only "
+            raise ConfigError(f"a {self.window}-pixel window with step {self.step} holds only "
                              f"{len(every)} features, fewer than n_features={self.n_features}")
         pick = np.unique(np.linspace(0, len(every) - 1, self.n_features).round().astype(int))
         object.__setattr__(self, "rects", every[pick])
@@ -106,6 +108,8 @@ def lmdb_features(source: Path, out: Path, bank: HaarBank, *, batch: int = 256,
     """Haar features of every record of an LMDB, in key (= Caffe read) order, into an HDF5
     file with `features`, `label` and `key` (written to a temporary name, then renamed)."""
     source, out = Path(source), Path(out)
+    if not source.exists():
+        raise MissingFileError(f"{source} does not exist (the source is an LMDB directory)")
     if not (source / "data.mdb").is_file():
         raise InputError(f"{source}: not an LMDB (no data.mdb)")
     if out.exists():

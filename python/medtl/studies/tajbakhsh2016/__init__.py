@@ -1,3 +1,7 @@
-"""tajbakhsh2016: its protocol, data, adapter, report and `medtl data` commands."""
+"""tajbakhsh2016: its protocol, data, adapters, report and `medtl data` commands."""
 
-from medtl.studies.tajbakhsh2016 import cli, protocol  # noqa: F401  (they register themselves)
+from medtl.studies.tajbakhsh2016 import (  # noqa: F401  (they register themselves)
+    adapters,
+    cli,
+    protocol,
+)

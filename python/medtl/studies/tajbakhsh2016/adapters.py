@@ -1,8 +1,9 @@
-"""Experiment adapters for Tajbakhsh 2016's four applications (`medtl run`).
+"""Study adapters of Tajbakhsh 2016's four applications (`medtl run`).
 
-Each adapter builds (once, cached by its options) the application's dataset from a candidate
-manifest — the kit's phantoms with `source: synthetic`, else the user's manifest at
-`source` (a folder holding candidates.csv, or the CSV itself) — and gives each run:
+Each adapter builds (once, cached by the core under the dataset's key) the application's
+dataset from a candidate manifest: the kit's phantoms with `source: synthetic` (settings under
+`dataset.phantom`), else the user's manifest at `source` (a folder holding candidates.csv, or
+the CSV itself; relative to the spec's folder). Each run gets
 
 - its training set: `full/` for data fraction 1.0, the group-level reduction of that
   fraction otherwise (`reduced_50pct/` ...; the builder's `reductions` must list it), or the
@@ -14,28 +15,37 @@ manifest — the kit's phantoms with `source: synthetic`, else the user's manife
   pixel, the per-column maxima and open snakes, scored by boundary error (`evaluate`).
 
 `dataset.options` holds the builder's options (PolypConfig, PeConfig, FramesConfig,
-ImtConfig) plus `adapter:`, the scoring options of `tajbakhsh_scoring` (PolypOptions, ...).
+ImtConfig) plus `adapter:`, the scoring options of `medtl.studies.tajbakhsh2016.scoring`
+(PolypOptions, ...).
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from medtl.config import ConfigError, from_mapping
-from medtl.datasets.manifest import sha256_file
+from medtl import io
+from medtl.config import protocol_values
+from medtl.datasets.formats.candidates import check_against_images, read_candidates
+from medtl.datasets.formats.images import read_gray
 from medtl.datasets.splits import SINGLE, reduction_name
-from medtl.experiments.spec import REPO, Experiment, RunPlan
+from medtl.errors import ConfigError, InputError
+from medtl.experiments.report.context import ReportBody, ReportContext
+from medtl.experiments.study import FoldData, RunInputs, StudyAdapter
+from medtl.metrics.froc import INTERPOLATION as FROC_INTERPOLATION
+from medtl.metrics.roc import INTERPOLATION as ROC_INTERPOLATION
 from medtl.nets.registry import ModelSpec, get_model
-from medtl.protocols import Configuration
-from medtl.studies.tajbakhsh2016.dense import INTERFACES
+from medtl.paths import shown
+from medtl.studies.tajbakhsh2016.applications import APPLICATIONS, build
+from medtl.studies.tajbakhsh2016.apps.imt import TEST_ROIS_CSV, read_test_rois
+from medtl.studies.tajbakhsh2016.dense import INTERFACES, DenseNet
+from medtl.studies.tajbakhsh2016.phantoms import MANIFEST, PHANTOMS
+from medtl.studies.tajbakhsh2016.report import tajbakhsh_report
 from medtl.studies.tajbakhsh2016.scoring import (
     OPTIONS,
     link_lesions,
@@ -45,60 +55,38 @@ from medtl.studies.tajbakhsh2016.scoring import (
     summarise_errors,
 )
 
-if TYPE_CHECKING:  # datasets.py registers these adapters: no import of it at run time
-    from medtl.experiments.datasets import FoldData
 
-MANIFEST_CSV = "candidates.csv"
-
-
-def _options_key(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()
-                          ).hexdigest()[:10]
-
-
-def _read_index(path: str) -> list[dict[str, str]]:
+def _read_index(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 
 
-class TajbakhshAdapter:
+class TajbakhshAdapter(StudyAdapter):
     """What the four applications share; subclasses add their test-set metadata and score."""
 
-    application = ""                 # medtl.studies.tajbakhsh2016.applications key
-    study = ""                       # the protocol's study id
-    positive_classes: tuple[int, ...] = (1,)
-    report_kind = "tajbakhsh"
-
-    def __init__(self, experiment: Experiment) -> None:
-        from medtl.studies.tajbakhsh2016.applications import APPLICATIONS, config_class
-
-        self.experiment = experiment
-        where = f"{experiment.path}: dataset.options"
-        options = dict(experiment.dataset.options)
-        scoring = options.pop("adapter", None) or {}
-        self.options = from_mapping(OPTIONS[self.application], scoring,
-                                    where=f"{where}.adapter")
-        self.config = from_mapping(config_class(self.application), options, where=where)
-        self.classes = APPLICATIONS[self.application][1].classes
-        if experiment.spec.study != self.study:
-            raise ConfigError(f"{experiment.path}: dataset.builder {self._builder} serves the "
-                              f"study {self.study!r}, not {experiment.spec.study!r}")
-        for cfg in experiment.configurations:
-            self._check_model(get_model(cfg.model))
-            if cfg.num_classes.value != len(self.classes):
-                raise ConfigError(f"{experiment.path}: {cfg.id} has {cfg.num_classes.value} "
-                                  f"classes, the {self.application} data {len(self.classes)}")
-        for fraction in experiment.spec.data_fractions:
-            self.training_set(fraction)
-        ds = experiment.dataset
-        self.data_root = experiment.results_dir / "data"
-        self.dataset_dir = self.data_root / (
-            f"{self.application}_"
-            f"{_options_key({'options': options, 'source': ds.source, 'phantom': ds.phantom})}")
+    paper = "tajbakhsh2016"
+    application: ClassVar[str] = ""       # medtl.studies.tajbakhsh2016.applications key
+    scoring_key = "adapter"
+    source_help = (f"a folder holding {MANIFEST}, or the candidate manifest itself; see "
+                   "data_prep/CANDIDATE_MANIFEST.md")
 
     @property
-    def _builder(self) -> str:
-        return self.experiment.dataset.builder
+    def classes(self) -> tuple[str, ...]:
+        return APPLICATIONS[self.application][1].classes
+
+    # ------------------------------------------------------------------ checks
+
+    def check(self) -> None:
+        path = self.experiment.path
+        if any(fold != 1 for fold in self.experiment.spec.folds):
+            raise ConfigError(f"{path}: folds: Tajbakhsh 2016 has one training / test split "
+                              "(use folds: [1])")
+        for cfg in self.experiment.configurations:
+            self._check_model(get_model(cfg.model))
+            if cfg.num_classes.value != len(self.classes):
+                raise ConfigError(f"{path}: configurations: {cfg.id} has "
+                                  f"{cfg.num_classes.value} classes, the {self.application} "
+                                  f"data {len(self.classes)}")
 
     def _check_model(self, model: ModelSpec) -> None:
         if model.crop_size != self.config.patch_size:
@@ -107,13 +95,17 @@ class TajbakhshAdapter:
                               f"{model.crop_size} x {model.crop_size} inputs; patches are "
                               "stored at the net's input size (no crop)")
 
-    # ------------------------------------------------------------------ data
+    def check_fraction(self, fraction: float) -> None:
+        self.training_set(fraction)
+
+    def fold_count(self) -> int:
+        return 1
 
     def training_set(self, fraction: float) -> str:
         """The dataset folder of a data fraction's training set."""
         if fraction == 1.0:
             return "full"
-        single = self.options.single_group_fraction
+        single = self.scoring.single_group_fraction
         if single is not None and math.isclose(fraction, single):
             if not self.config.single_group:
                 raise ConfigError(f"{self.experiment.path}: data_fractions: {fraction:g} is "
@@ -129,83 +121,53 @@ class TajbakhshAdapter:
                           + (f", {single:g} = one group" if single is not None else "")
                           + "); add it to dataset.options.reductions")
 
-    def manifest_csv(self) -> Path:
-        """The candidate manifest: phantoms written once, or the user's."""
-        ds = self.experiment.dataset
-        if ds.source != "synthetic":
-            root = REPO / Path(ds.source).expanduser()  # relative sources: to the repository
-            path = root / MANIFEST_CSV if root.is_dir() else root
-            if not path.is_file():
-                raise ConfigError(f"{self.experiment.path}: dataset.source: {path} does not "
-                                  f"exist (a folder holding {MANIFEST_CSV}, or the candidate "
-                                  "manifest itself; see data_prep/CANDIDATE_MANIFEST.md)")
-            return path
-        from medtl.studies.tajbakhsh2016 import phantoms as ph
+    # ------------------------------------------------------------------ data
 
-        writers = {"polyp": ph.write_polyp_collection, "pe": ph.write_pe_collection,
-                   "frames": ph.write_frame_collection, "imt": ph.write_imt_collection}
-        phantom = {k: tuple(v) if isinstance(v, list) else v for k, v in ds.phantom.items()}
-        dest = self.data_root / f"phantoms_{self.application}_{_options_key(ds.phantom)}"
-        if not (dest / MANIFEST_CSV).is_file():
-            try:
-                writers[self.application](dest, **phantom)
-            except TypeError as exc:
-                raise ConfigError(f"{self.experiment.path}: dataset.phantom: {exc}") from None
-        return dest / MANIFEST_CSV
+    def locate(self, path: Path) -> Path:
+        """The candidate manifest: `path` itself, or the candidates.csv inside it."""
+        found = path / MANIFEST if path.is_dir() else path
+        if not found.is_file():
+            raise ConfigError(f"{self.experiment.path}: dataset.source: {shown(found)} does "
+                              f"not exist ({self.source_help})")
+        return found
 
-    def prepare(self, progress: bool = True) -> None:
-        from medtl.studies.tajbakhsh2016.applications import build
+    def write_phantoms(self, dest: Path) -> None:
+        args = {k: tuple(v) if isinstance(v, list) else v
+                for k, v in self.phantom_args().items()}
+        PHANTOMS[self.application][1](dest, **args)
 
-        if not (self.dataset_dir / "manifest.json").is_file():
-            self.data_root.mkdir(parents=True, exist_ok=True)
-            build(self.application, self.manifest_csv(), self.dataset_dir, self.config,
-                  progress=progress)
-
-    def _databases(self) -> dict[str, dict[str, Any]]:
-        manifest = json.loads((self.dataset_dir / "manifest.json").read_text())
-        return {d["path"]: d for d in manifest["databases"]}
-
-    def _test_set(self, dbs: dict[str, dict[str, Any]]) -> tuple[str, str, int]:
-        test = dbs.get("test_lmdb")
-        if test is None:
-            raise ConfigError(f"{self.dataset_dir}: no test_lmdb (build_test is false or "
-                              "the manifest has no test candidates)")
-        root = self.dataset_dir
-        return str(root / test["path"]), str(root / test["index_file"]), test["count"]
+    def build(self, source: Path, dest: Path, progress: bool) -> None:
+        manifest = source / MANIFEST if source.is_dir() else source   # phantoms: the folder
+        build(self.application, manifest, dest, self.config, progress=progress)
 
     def fold_data(self, fold: int, fraction: float, seed: int, model: ModelSpec) -> FoldData:
-        from medtl.experiments.datasets import FoldData
-
-        if fold != 1:
-            raise ConfigError(f"{self.experiment.path}: folds: Tajbakhsh 2016 has one "
-                              "training / test split (use folds: [1])")
         self._check_model(model)
         self.prepare()
-        dbs = self._databases()
+        dbs = {d["path"]: d for d in self.manifest()["databases"]}
         name = self.training_set(fraction)
         try:
             train, val = dbs[f"{name}/train_lmdb"], dbs["full/val_lmdb"]
         except KeyError as exc:
-            raise ConfigError(f"{self.dataset_dir}: no {exc.args[0]} (rebuild the dataset "
-                              "with this reduction)") from None
-        test, index, count = self._test_set(dbs)
-        root = self.dataset_dir
-        return FoldData(train=str(root / train["path"]), val=str(root / val["path"]),
-                        mean_file=str(root / train["mean_file"]), test=test, test_index=index,
-                        train_size=train["count"], val_size=val["count"], test_size=count,
-                        manifest_sha256=sha256_file(root / "manifest.json"))
+            raise InputError(f"{self.dataset_dir}: no {exc.args[0]} (rebuild the dataset "
+                             "with this reduction)") from None
+        return self.fold_from(train, val, self.test_record(dbs))
+
+    def test_record(self, dbs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """The manifest record of the test set."""
+        test = dbs.get("test_lmdb")
+        if test is None:
+            raise ConfigError(f"{self.dataset_dir}: no test_lmdb (build_test is false or "
+                              "the manifest has no test candidates)")
+        return test
 
     # ------------------------------------------------------------------ test set
 
     def test_candidates(self, ids: set[str]) -> dict[str, Any]:
         """The manifest's Candidate objects of `ids` (geometry, masks)."""
-        from medtl.datasets.formats.candidates import check_against_images, read_candidates
-        from medtl.studies.tajbakhsh2016.applications import APPLICATIONS
-
-        manifest = json.loads((self.dataset_dir / "manifest.json").read_text())
         schema = APPLICATIONS[self.application][1].schema
-        cands = [c for c in read_candidates(Path(manifest["notes"]["manifest_csv"]), schema,
-                                            check_images=False) if c.candidate_id in ids]
+        cands = [c for c in read_candidates(Path(self.manifest()["notes"]["manifest_csv"]),
+                                            schema, check_images=False)
+                 if c.candidate_id in ids]
         if self.application == "polyp":  # labels from masks: read the test frames only
             cands = check_against_images(cands, schema)
         return {c.candidate_id: c for c in cands}
@@ -214,7 +176,7 @@ class TajbakhshAdapter:
         """Per candidate: the mean of its patches' positive-class probabilities (Sec. VI)."""
         index = _read_index(fold.test_index)
         if len(index) != len(probs):
-            raise ValueError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
+            raise InputError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
         patches: dict[str, list[float]] = defaultdict(list)
         meta: dict[str, dict[str, str]] = {}
         for row, p in zip(index, probs, strict=True):
@@ -230,20 +192,31 @@ class TajbakhshAdapter:
         """Add what the scoring needs beyond the score (lesions, frames)."""
         return rows
 
-    def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
-        raise NotImplementedError
+    # ------------------------------------------------------------------ reports
+
+    def report(self, ctx: ReportContext) -> ReportBody:
+        return tajbakhsh_report(ctx, self)
+
+    def provenance_extra(self) -> list[str]:
+        interpolation = FROC_INTERPOLATION if self.application in ("polyp", "pe") \
+            else ROC_INTERPOLATION
+        return [f"operating points read off the curves by {interpolation.value} "
+                f"interpolation: {interpolation.assumed}"]
 
 
 # ------------------------------------------------------------------ polyp detection
 
 class PolypAdapter(TajbakhshAdapter):
+    builder = "tajbakhsh_polyp"
     application = "polyp"
-    study = "polyp"
+    studies = ("polyp",)
+    options_class = APPLICATIONS["polyp"][0]
+    scoring_class = OPTIONS["polyp"]
+    phantom_class = PHANTOMS["polyp"][0]
 
     def describe(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cands = self.test_candidates({r["candidate_id"] for r in rows})
-        root = Path(json.loads((self.dataset_dir / "manifest.json").read_text())
-                    ["notes"]["manifest_csv"]).parent
+        root = Path(self.manifest()["notes"]["manifest_csv"]).parent
         lesions = polyp_lesions([cands[r["candidate_id"]] for r in rows])
         out = []
         for r in rows:
@@ -256,7 +229,7 @@ class PolypAdapter(TajbakhshAdapter):
         return out
 
     def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
-        return score_polyp(rows, self.options)
+        return score_polyp(rows, self.scoring)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -271,10 +244,8 @@ def polyp_lesions(cands: list[Any]) -> dict[str, tuple[str, int]]:
 
     A polyp is one 8-connected region of the frame's mask; a positive candidate hits the
     region holding its box centre, else the nearest one; without a mask a frame with
-    positive candidates holds one polyp (see tajbakhsh_scoring.POLYP_HIT_RULE)."""
+    positive candidates holds one polyp (see scoring.POLYP_HIT_RULE)."""
     from scipy import ndimage
-
-    from medtl.datasets.formats.images import read_gray
 
     by_frame: dict[Path, list[Any]] = defaultdict(list)
     for c in cands:
@@ -316,8 +287,12 @@ def _mask_hits(positives: list[Any], regions: np.ndarray, n: int) -> dict[str, s
 # ------------------------------------------------------------------ PE detection
 
 class PeAdapter(TajbakhshAdapter):
+    builder = "tajbakhsh_pe"
     application = "pe"
-    study = "pe"
+    studies = ("pe",)
+    options_class = APPLICATIONS["pe"][0]
+    scoring_class = OPTIONS["pe"]
+    phantom_class = PHANTOMS["pe"][0]
 
     def describe(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cands = self.test_candidates({r["candidate_id"] for r in rows})
@@ -330,7 +305,7 @@ class PeAdapter(TajbakhshAdapter):
             positives = [r for r in members if r["label"] == 1]
             centres = np.array([cands[r["candidate_id"]].centre for r in positives]
                                ).reshape(-1, 3)
-            ids = link_lesions(centres, self.options.link_mm)
+            ids = link_lesions(centres, self.scoring.link_mm)
             for r, k in zip(positives, ids, strict=True):
                 lesion[r["candidate_id"]] = str(int(k) + 1)
             count[patient] = len(set(ids.tolist()))
@@ -342,78 +317,71 @@ class PeAdapter(TajbakhshAdapter):
         return out
 
     def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
-        return score_pe(rows, self.options)
+        return score_pe(rows, self.scoring)
 
 
 # ------------------------------------------------------------------ frame classification
 
 class FramesAdapter(TajbakhshAdapter):
+    builder = "tajbakhsh_frame"
     application = "frames"
-    study = "frame"
+    studies = ("frame",)
+    options_class = APPLICATIONS["frames"][0]
+    scoring_class = OPTIONS["frames"]
+    phantom_class = PHANTOMS["frames"][0]
 
     def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
-        return score_frames(rows, self.options)
+        return score_frames(rows, self.scoring)
 
 
 # ------------------------------------------------------------------ intima-media boundaries
-
 
 class ImtAdapter(TajbakhshAdapter):
     """Three classes; the validation AUC merges both interfaces into positive (Sec. VII,
     Fig. 10); the test ROIs are scored densely (`evaluate`), not from a test database."""
 
+    builder = "tajbakhsh_imt"
     application = "imt"
-    study = "imt"
+    studies = ("imt",)
+    options_class = APPLICATIONS["imt"][0]
+    scoring_class = OPTIONS["imt"]
+    phantom_class = PHANTOMS["imt"][0]
     positive_classes = (1, 2)
 
-    def __init__(self, experiment: Experiment) -> None:
-        super().__init__(experiment)
-        from medtl.studies.tajbakhsh2016.boundaries import SnakeParams
-
-        self.snake = from_mapping(SnakeParams, self.options.snake,
-                                  where=f"{experiment.path}: dataset.options.adapter.snake")
-
-    def _test_set(self, dbs: dict[str, dict[str, Any]]) -> tuple[str, str, int]:
-        rois = self.dataset_dir / "test_rois.csv"
-        count = len(_read_index(str(rois))) if rois.is_file() else 0
+    def test_record(self, dbs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        rois = self.dataset_dir / TEST_ROIS_CSV
+        count = len(_read_index(rois)) if rois.is_file() else 0
         if count == 0:
-            raise ConfigError(f"{self.dataset_dir}: no test ROIs (test_rois.csv)")
-        return str(rois), str(rois), count
+            raise ConfigError(f"{self.dataset_dir}: no test ROIs ({TEST_ROIS_CSV})")
+        return {"path": TEST_ROIS_CSV, "index_file": TEST_ROIS_CSV, "count": count}
 
-    def evaluate(self, plan: RunPlan, cfg: Configuration, fold: FoldData, weights: Path,
-                 run_dir: Path) -> dict[str, Any]:
+    def evaluate(self, run: RunInputs) -> dict[str, Any]:
         """Dense application, per-column maxima, snakes, boundary errors; writes
         predictions.csv (one row per ROI column) and maps/roi_NNNNN.npz."""
-        from medtl.experiments.runner import write_csv
-        from medtl.studies.tajbakhsh2016.apps.imt import read_test_rois
-        from medtl.studies.tajbakhsh2016.dense import DenseNet
-
-        net = DenseNet(run_dir / "net" / "deploy.prototxt", weights, fold.mean_file,
-                       self.experiment.training.gpu)
-        maps_dir = run_dir / "maps"
-        maps_dir.mkdir(exist_ok=True)
+        opts = self.scoring
+        net = DenseNet(run.run_dir / "net" / "deploy.prototxt", run.weights,
+                       run.fold.mean_file, run.gpu)
         rows: list[dict[str, Any]] = []
         per_roi: list[dict[str, Any]] = []
         for roi in read_test_rois(self.dataset_dir):
-            traced = net.trace(roi, self.snake, batch=self.options.dense_batch)
-            np.savez_compressed(maps_dir / f"roi_{roi.roi:05d}.npz", **traced.arrays())
-            per_roi.append(traced.errors(self.options.pixel_size) | {
+            traced = net.trace(roi, opts.snake, batch=opts.dense_batch)
+            with io.atomic_path(run.run_dir / "maps" / f"roi_{roi.roi:05d}.npz") as tmp:
+                np.savez_compressed(tmp, **traced.arrays())
+            per_roi.append(traced.errors(opts.pixel_size) | {
                 "roi": roi.roi, "candidate_id": roi.candidate_id,
                 "subject": roi.patient_id})
             rows += traced.rows(roi)
-        write_csv(run_dir / "predictions.csv", rows)
-        return summarise_rois(per_roi, self.options.n_boot, self.options.bootstrap_seed,
-                              self.options.pixel_size, self.snake)
+        io.write_csv(run.run_dir / "predictions.csv", rows)
+        return summarise_rois(per_roi, opts.n_boot, opts.bootstrap_seed, opts.pixel_size,
+                              opts.snake)
 
-    def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
-        raise NotImplementedError("the intima-media study is scored by evaluate()")
+    def provenance_extra(self) -> list[str]:
+        return []   # scored by boundary errors: no curve is read at operating points
 
 
 def summarise_rois(per_roi: list[dict[str, Any]], n_boot: int, seed: int, pixel_size: float,
                    snake: Any) -> dict[str, Any]:
     """Per interface (and for the thickness): box statistics and the mean's interval."""
-    from medtl.config import protocol_values
-
     subjects = [r["subject"] for r in per_roi]
     out: dict[str, Any] = {"application": "imt", "rois": len(per_roi),
                            "subjects": len(set(subjects)),
@@ -428,5 +396,3 @@ def summarise_rois(per_roi: list[dict[str, Any]], n_boot: int, seed: int, pixel_
 
 
 ADAPTER_CLASSES = (PolypAdapter, PeAdapter, FramesAdapter, ImtAdapter)
-TAJBAKHSH_ADAPTERS = {"tajbakhsh_polyp": PolypAdapter, "tajbakhsh_pe": PeAdapter,
-                      "tajbakhsh_frame": FramesAdapter, "tajbakhsh_imt": ImtAdapter}

@@ -1,6 +1,6 @@
 """Tajbakhsh et al. 2016 datasets from a candidate manifest: the engine shared by the polyp,
-PE, frame-quality and intima-media applications (`tajbakhsh_polyp`, `tajbakhsh_pe`,
-`tajbakhsh_frames`, `tajbakhsh_imt` supply the sampling and rendering).
+PE, frame-quality and intima-media applications (`apps/polyp.py`, `apps/pe.py`,
+`apps/frames.py`, `apps/imt.py` supply the sampling and rendering).
 
 Layout of a built dataset (LMDBs of 3 x 227 x 227 uint8 Datums, BGR):
 

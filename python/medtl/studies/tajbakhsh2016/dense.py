@@ -2,9 +2,10 @@
 Sec. VI-D, Fig. 8): confidence maps, traced interfaces and their errors.
 
 Patches come from `medtl.studies.tajbakhsh2016.apps.imt.dense_batches` (exactly the training
-patches of the same pixels); the training set's mean image is subtracted, as Caffe's
-transform_param does for the training and validation data, and the deploy net's `prob` gives
-the three class probabilities (0 background, 1 lumen-intima, 2 media-adventitia)."""
+patches of the same pixels); the deploy net is applied through the kit's one inference module
+(`medtl.infer.ArrayNet`: the training set's mean image subtracted, as Caffe's transform_param
+does for the training and validation data), and its `prob` gives the three class
+probabilities (0 background, 1 lumen-intima, 2 media-adventitia)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from medtl import caffe_env
-from medtl.datasets.mean import read_binaryproto
+from medtl.errors import InputError
+from medtl.infer import ArrayNet
 from medtl.metrics import interface_errors
 from medtl.studies.tajbakhsh2016.apps.imt import DenseRoi, confidence_maps, dense_batches
 from medtl.studies.tajbakhsh2016.boundaries import SnakeParams, TracedInterface, trace_interface
@@ -80,37 +81,22 @@ def _cell(value: float) -> str:
 
 
 class DenseNet:
-    """A trained deploy net fed with dense ROI patches."""
+    """A trained deploy net fed with dense ROI patches (TEST-phase preprocessing: the
+    training mean off)."""
 
     def __init__(self, deploy: Path, weights: Path, mean_file: str | None,
                  gpu: int | None = None) -> None:
-        c = caffe_env.caffe()
-        caffe_env.set_mode(gpu)
-        self.net = c.Net(str(deploy), c.TEST, weights=str(weights))
-        self.mean = read_binaryproto(Path(mean_file)) if mean_file else None
-        shape = tuple(self.net.blobs["data"].data.shape[1:])
-        if self.mean is not None and self.mean.shape != shape:
-            raise ValueError(f"{mean_file}: mean of shape {self.mean.shape}, the net takes "
-                             f"{shape}")
+        self.net = ArrayNet(deploy, weights, mean_file=mean_file, gpu=gpu)
 
     def probabilities(self, patches: np.ndarray) -> np.ndarray:
         """n x classes probabilities of n x 3 x S x S uint8 patches."""
-        data = patches.astype(np.float32)
-        if self.mean is not None:
-            data -= self.mean
-        blob = self.net.blobs["data"]
-        if blob.data.shape != data.shape:
-            blob.reshape(*data.shape)
-            self.net.reshape()
-        blob.data[...] = data
-        self.net.forward()
-        return np.array(self.net.blobs["prob"].data, copy=True)
+        return self.net(patches, "prob", batch=max(1, len(patches)))
 
     def trace(self, roi: DenseRoi, snake: SnakeParams, *, batch: int = 256) -> TracedRoi:
-        shape = tuple(self.net.blobs["data"].data.shape[2:])
+        shape = (self.net.height, self.net.width)
         if shape != (roi.patch_size, roi.patch_size):
-            raise ValueError(f"ROI {roi.roi}: patches of {roi.patch_size} px, the net takes "
-                             f"{shape}")
+            raise InputError(f"ROI {roi.roi}: patches of {roi.patch_size} px, the net "
+                             f"{self.net.deploy} takes {shape}")
         scored = ((rows, cols, self.probabilities(patches))
                   for rows, cols, patches in dense_batches(roi, batch=batch))
         li, ma = confidence_maps(roi.shape, scored)

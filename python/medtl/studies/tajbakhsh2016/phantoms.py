@@ -13,10 +13,14 @@
   each with its vessel axis.
 
 Every collection is one folder with `candidates.csv` and a train / test split by group.
+The settings a spec's `dataset.phantom` may give each writer are the strict classes
+`PolypPhantoms`, `PePhantoms`, `FramePhantoms` and `ImtPhantoms` (`PHANTOMS`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +28,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from medtl.config import option
 from medtl.datasets.formats.candidates import write_candidates
 from medtl.datasets.formats.dicom import write_ct_series
 from medtl.datasets.formats.geometry import Geometry
@@ -298,3 +303,76 @@ def write_pe_collection(dest: Path, *, patients: int = 4,
                              "ax": f"{d[0]:.5f}", "ay": f"{d[1]:.5f}", "az": f"{d[2]:.5f}"})
         write_candidates(tmp / MANIFEST, rows)
     return rows
+
+
+# ------------------------------------------------------------------ settings of a spec
+
+@dataclass(frozen=True)
+class PolypPhantoms:
+    """`dataset.phantom` of `tajbakhsh_polyp`: the keywords of write_polyp_collection."""
+
+    videos: int = option(4, "videos (groups); the first half train, the rest test", minimum=2)
+    frames_per_video: int = option(5, "frames per video", minimum=1)
+    size: tuple[int, int] = option((128, 96), "frame size (width, height), pixels", minimum=16)
+    polyp_rate: float = option(0.6, "share of frames showing a polyp", minimum=0, maximum=1)
+    false_per_frame: int = option(2, "false candidate boxes per frame", minimum=0)
+    seed: int = option(0, "seed of the frames, polyps and candidates", minimum=0)
+
+
+@dataclass(frozen=True)
+class FramePhantoms:
+    """`dataset.phantom` of `tajbakhsh_frame`: the keywords of write_frame_collection."""
+
+    videos: int = option(4, "videos (groups); the first half train, the rest test", minimum=2)
+    frames_per_video: int = option(8, "frames per video, informative and non-informative in "
+                                      "turn", minimum=2)
+    size: tuple[int, int] = option((500, 350), "frame size (width, height), pixels",
+                                   minimum=16)
+    seed: int = option(0, "seed of the frames", minimum=0)
+
+
+@dataclass(frozen=True)
+class ImtPhantoms:
+    """`dataset.phantom` of `tajbakhsh_imt`: the keywords of write_imt_collection."""
+
+    subjects: int = option(4, "subjects (groups); the first half train, the rest test",
+                           minimum=2)
+    rois_per_subject: int = option(3, "ROIs (frames) per subject", minimum=1)
+    roi_size: tuple[int, int] = option((48, 36), "ROI size (width, height), pixels", minimum=2)
+    frame_size: tuple[int, int] = option((80, 64), "frame size (width, height), pixels; at "
+                                                   "least the ROI's", minimum=2)
+    seed: int = option(0, "seed of the walls, speckle and ROIs", minimum=0)
+
+    def __post_init__(self) -> None:
+        if any(f < r for f, r in zip(self.frame_size, self.roi_size, strict=True)):
+            raise ValueError(f"frame_size {list(self.frame_size)} is smaller than roi_size "
+                             f"{list(self.roi_size)}")
+
+
+@dataclass(frozen=True)
+class PePhantoms:
+    """`dataset.phantom` of `tajbakhsh_pe`: the keywords of write_pe_collection."""
+
+    patients: int = option(4, "patients (volumes); the first half train, the rest test",
+                           minimum=2)
+    shape: tuple[int, int, int] = option((28, 40, 40), "volume size (slices, rows, columns)",
+                                         minimum=8)
+    spacing: tuple[float, float, float] = option(
+        (0.8, 0.8, 1.0), "voxel spacing (mm): columns, rows, slices", minimum=0,
+        exclusive_minimum=True)
+    vessels: int = option(4, "contrast-filled vessels per volume", minimum=1)
+    emboli: int = option(2, "vessels holding an embolus (a true candidate each); the others "
+                            "give false candidates", minimum=0)
+    dicom_every: int = option(2, "every n-th patient written as a DICOM series, the others "
+                                 "as NIfTI (0: all NIfTI)", minimum=0)
+    seed: int = option(0, "seed of the anatomy, emboli and candidates", minimum=0)
+
+
+Writer = Callable[..., list[dict[str, Any]]]
+# application -> (its `dataset.phantom` settings, the writer they are the keywords of)
+PHANTOMS: dict[str, tuple[type, Writer]] = {
+    "polyp": (PolypPhantoms, write_polyp_collection),
+    "pe": (PePhantoms, write_pe_collection),
+    "frames": (FramePhantoms, write_frame_collection),
+    "imt": (ImtPhantoms, write_imt_collection),
+}

@@ -1,72 +1,77 @@
-"""`medtl report` for Tajbakhsh 2016's studies: tables, curves with bands, box plots.
+"""The report sections of Tajbakhsh 2016's studies: tables, curves with bands, box plots.
 
-Writes `results/tajbakhsh2016/<study>/REPORT.md`, `report.json` and `figures/*.png` from the
-finished runs of a spec: one table row per configuration, training-data size and seed (the
-paper has one training / test split, so nothing is pooled); FROC curves with 95% bands
-(polyp, PE: Figs. 2, 4), ROC curves with bands (frames: Fig. 6), box plots of the boundary
-errors with mean and standard deviation above each box (intima-media: Fig. 9) and one traced
-test ROI (Fig. 8); the validation AUC per epoch (Fig. 10); which curves differ at each
-operating point (non-overlapping 95% intervals, the paper's rule, Tables S1-S3); every
-deviation from the paper and every assumption.
+From the finished runs of a spec: one table row per configuration, training-data size and
+seed (the paper has one training / test split, so nothing is pooled); FROC curves with 95%
+bands (polyp, PE: Figs. 2, 4), ROC curves with bands (frames: Fig. 6), box plots of the
+boundary errors with mean and standard deviation above each box (intima-media: Fig. 9) and
+one traced test ROI (Fig. 8); the validation AUC per epoch (Fig. 10); which curves differ at
+each operating point (non-overlapping 95% intervals, the paper's rule, Tables S1-S3). The
+core report (`medtl.experiments.report.build`) adds the deviations and assumptions.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import yaml
 
-from medtl.config import ConfigError, protocol_values
+from medtl.datasets.formats.images import ImageError, read_gray
 from medtl.datasets.splits import SINGLE
-from medtl.experiments.report_common import plt as pyplot
-from medtl.experiments.report_common import save_figure
-from medtl.experiments.spec import FINISHED, Experiment, RunPlan, expand, load_experiment
+from medtl.experiments.report.context import FinishedRun, ReportBody, ReportContext
+from medtl.experiments.report.figures import plt, save_figure, trace_figure
+from medtl.experiments.report.published import Table
 from medtl.metrics import BOOTSTRAP_METHOD
-from medtl.metrics.froc import INTERPOLATION as FROC_INTERPOLATION
-from medtl.metrics.roc import INTERPOLATION as ROC_INTERPOLATION
-from medtl.studies.tajbakhsh2016.adapters import TAJBAKHSH_ADAPTERS, TajbakhshAdapter
+from medtl.studies.tajbakhsh2016.apps.imt import read_test_rois
 from medtl.studies.tajbakhsh2016.dense import INTERFACES
 
 FIGURE = {"polyp": "Fig. 2", "pe": "Fig. 4", "frames": "Fig. 6", "imt": "Figs. 8-9"}
+# Table II holds the learning rates the configurations already carry, not results
+PROTOCOL_TABLES = ("table_ii",)
+
+
+class Study(Protocol):
+    """What the report reads of a Tajbakhsh adapter."""
+
+    application: str
+
+    @property
+    def scoring(self) -> Any: ...
+
+    @property
+    def dataset_dir(self) -> Path: ...
+
+    def training_set(self, fraction: float) -> str: ...
 
 
 @dataclass(frozen=True)
-class Finished:
-    plan: RunPlan
-    metrics: dict[str, Any]
-    data: str                      # "100%", "50%", "one group"
+class Entry:
+    """A finished run with its training-data size ("100%", "50%", "one group")."""
+
+    run: FinishedRun
+    data: str
+    seeded: bool                   # the spec has several seeds: name them
 
     @property
     def label(self) -> str:
-        return self.plan.config.label or self.plan.config.id
+        return self.run.label
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.run.metrics
 
     @property
     def name(self) -> str:
-        seed = f", seed {self.plan.seed}" if len(self.plan.experiment.spec.seeds) > 1 else ""
+        seed = f", seed {self.run.seed}" if self.seeded else ""
         return f"{self.label} ({self.data}{seed})"
 
 
-def _data_label(adapter: TajbakhshAdapter, fraction: float) -> str:
-    if adapter.training_set(fraction) == SINGLE:
-        return "one group"
-    return f"{fraction * 100:g}%"
-
-
-def _finished(experiment: Experiment, adapter: TajbakhshAdapter) -> list[Finished]:
-    out = []
-    for plan in expand(experiment):
-        done = plan.run_dir / FINISHED
-        if done.is_file():
-            out.append(Finished(plan, json.loads(done.read_text()),
-                                _data_label(adapter, plan.fraction)))
-    return out
+def _entries(ctx: ReportContext, study: Study) -> list[Entry]:
+    seeded = len(ctx.experiment.spec.seeds) > 1
+    return [Entry(r, "one group" if study.training_set(r.fraction) == SINGLE
+                  else f"{r.fraction * 100:g}%", seeded) for r in ctx.runs]
 
 
 def _fmt(interval: dict[str, Any] | None, digits: int = 3) -> str:
@@ -102,13 +107,13 @@ def _differs(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a["low"] > b["high"] or b["low"] > a["high"]
 
 
-def comparisons(runs: list[Finished]) -> list[str]:
+def comparisons(runs: list[Entry]) -> list[str]:
     """Pairs of runs whose 95% intervals do not overlap at an operating point, within one
     training-data size (configurations) and within one configuration (data sizes)."""
     lines = []
     pairs = [(a, b) for a, b in itertools.combinations(runs, 2)
-             if a.plan.seed == b.plan.seed
-             and (a.plan.fraction == b.plan.fraction or a.plan.config.id == b.plan.config.id)]
+             if a.run.seed == b.run.seed
+             and (a.run.fraction == b.run.fraction or a.run.config_id == b.run.config_id)]
     for a, b in pairs:
         pa, pb = operating_points(a.metrics), operating_points(b.metrics)
         differ = [f"{k} ({pa[k]['estimate']:.3f} vs {pb[k]['estimate']:.3f})"
@@ -122,88 +127,95 @@ def comparisons(runs: list[Finished]) -> list[str]:
 
 # ------------------------------------------------------------------ tables
 
-def _table(app: str, runs: list[Finished], adapter: TajbakhshAdapter) -> list[str]:
-    if app in ("polyp", "pe"):
-        first = runs[0].metrics
-        rates = list(first["sensitivity"])
-        unit = first["fp_unit"]
-        head = ["configuration", "training data", *[f"sensitivity at {r} FP/{unit}"
-                                                   for r in rates],
-                f"FROC area (0-{first['max_fp']:g} FP/{unit}, normalised)",
-                "candidate ROC AUC (DeLong)", "selected epoch"]
-        body = [[r.label, r.data, *[_fmt(r.metrics["sensitivity"].get(k)) for k in rates],
-                 _fmt(r.metrics["froc_area"]), _fmt(r.metrics["candidate_roc_auc"]),
-                 str(r.metrics.get("selected_epoch", "-"))] for r in runs]
-    elif app == "frames":
-        fprs = list(runs[0].metrics["sensitivity_at_fpr"])
-        head = ["configuration", "training data", "AUC (DeLong)", "AUC (bootstrap)",
-                *[f"sensitivity at {float(f):.0%} FPR" for f in fprs], "selected epoch"]
-        body = [[r.label, r.data, _fmt(r.metrics["auc_delong"]),
-                 _fmt(r.metrics["auc_bootstrap"]),
-                 *[_fmt(r.metrics["sensitivity_at_fpr"].get(f)) for f in fprs],
-                 str(r.metrics.get("selected_epoch", "-"))] for r in runs]
-    else:
-        units = runs[0].metrics["units"]
-        head = ["configuration", "training data",
-                *[f"{n} error, mean [95% CI] ({units})" for n in INTERFACES],
-                *[f"{n} sd / median [Q1, Q3]" for n in INTERFACES],
-                "thickness error, mean [95% CI]", "column-max error (LI / MA)",
-                "selected epoch"]
-        body = []
-        for r in runs:
-            m = r.metrics
-            body.append([r.label, r.data, *[_fmt(m[n]["mean"], 2) for n in INTERFACES],
-                         *[f"{m[n]['std']:.2f} / {m[n]['median']:.2f} [{m[n]['q1']:.2f}, "
-                           f"{m[n]['q3']:.2f}]" for n in INTERFACES],
-                         _fmt(m["thickness"]["mean"], 2),
-                         " / ".join(f"{m[n]['column_max_mean']:.2f}" for n in INTERFACES),
-                         str(m.get("selected_epoch", "-"))])
-    if len(adapter.experiment.spec.seeds) > 1:
+def _detection_table(runs: list[Entry]) -> tuple[list[str], list[list[str]]]:
+    first = runs[0].metrics
+    rates = list(first["sensitivity"])
+    unit = first["fp_unit"]
+    head = ["configuration", "training data",
+            *[f"sensitivity at {r} FP/{unit}" for r in rates],
+            f"FROC area (0-{first['max_fp']:g} FP/{unit}, normalised)",
+            "candidate ROC AUC (DeLong)", "selected epoch"]
+    body = [[r.label, r.data, *[_fmt(r.metrics["sensitivity"].get(k)) for k in rates],
+             _fmt(r.metrics["froc_area"]), _fmt(r.metrics["candidate_roc_auc"]),
+             str(r.metrics.get("selected_epoch", "-"))] for r in runs]
+    return head, body
+
+
+def _frames_table(runs: list[Entry]) -> tuple[list[str], list[list[str]]]:
+    fprs = list(runs[0].metrics["sensitivity_at_fpr"])
+    head = ["configuration", "training data", "AUC (DeLong)", "AUC (bootstrap)",
+            *[f"sensitivity at {float(f):.0%} FPR" for f in fprs], "selected epoch"]
+    body = [[r.label, r.data, _fmt(r.metrics["auc_delong"]), _fmt(r.metrics["auc_bootstrap"]),
+             *[_fmt(r.metrics["sensitivity_at_fpr"].get(f)) for f in fprs],
+             str(r.metrics.get("selected_epoch", "-"))] for r in runs]
+    return head, body
+
+
+def _imt_table(runs: list[Entry]) -> tuple[list[str], list[list[str]]]:
+    units = runs[0].metrics["units"]
+    head = ["configuration", "training data",
+            *[f"{n} error, mean [95% CI] ({units})" for n in INTERFACES],
+            *[f"{n} sd / median [Q1, Q3]" for n in INTERFACES],
+            "thickness error, mean [95% CI]", "column-max error (LI / MA)", "selected epoch"]
+    body = []
+    for r in runs:
+        m = r.metrics
+        body.append([r.label, r.data, *[_fmt(m[n]["mean"], 2) for n in INTERFACES],
+                     *[f"{m[n]['std']:.2f} / {m[n]['median']:.2f} [{m[n]['q1']:.2f}, "
+                       f"{m[n]['q3']:.2f}]" for n in INTERFACES],
+                     _fmt(m["thickness"]["mean"], 2),
+                     " / ".join(f"{m[n]['column_max_mean']:.2f}" for n in INTERFACES),
+                     str(m.get("selected_epoch", "-"))])
+    return head, body
+
+
+def _table(app: str, runs: list[Entry]) -> list[str]:
+    tables = {"polyp": _detection_table, "pe": _detection_table, "frames": _frames_table,
+              "imt": _imt_table}
+    head, body = tables[app](runs)
+    if runs[0].seeded:
         head.insert(2, "seed")
         for row, r in zip(body, runs, strict=True):
-            row.insert(2, str(r.plan.seed))
+            row.insert(2, str(r.run.seed))
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
             *["| " + " | ".join(row) + " |" for row in body]]
 
 
-def _published(experiment: Experiment) -> tuple[dict[str, Any], str]:
-    """Label -> the published values for this study, if published.yaml has any."""
-    if not experiment.spec.published:
-        return {}, ""
-    data = yaml.safe_load((experiment.path.parent / experiment.spec.published).read_text())
-    study = experiment.spec.study
-    for table in (data or {}).get("tables", {}).values():
-        rows = {label: values[study] for label, values in (table.get("rows") or {}).items()
-                if isinstance(values, dict) and study in values}
-        if rows:
-            return rows, f"{table['source']} ({', '.join(table.get('metrics', []))})"
-    return {}, ""
+def _results(tables: list[Table]) -> list[Table]:
+    """The published tables of this study's results (rows given, not the protocol)."""
+    return [t for t in tables if t.name not in PROTOCOL_TABLES and t.rows]
+
+
+def _published(tables: list[Table], app: str) -> list[str]:
+    """The published result values for this study, where published.yaml has any."""
+    results = _results(tables)
+    if not results:
+        return ["", "Published values: the paper gives no numbers for this study in its "
+                f"text; read them from its {FIGURE[app]}."]
+    lines = []
+    for t in results:
+        lines += ["", f"Published ({t.source} ({', '.join(t.metrics)})):", ""]
+        lines += [f"- {label}: {values}" for label, values in t.rows.items()]
+        lines += [f"- {note}" for note in t.notes]
+    return lines
 
 
 # ------------------------------------------------------------------ figures
 
-def _by_data(runs: list[Finished]) -> dict[str, list[Finished]]:
-    out: dict[str, list[Finished]] = {}
+def _by_data(runs: list[Entry]) -> dict[str, list[Entry]]:
+    out: dict[str, list[Entry]] = {}
     for r in runs:
         out.setdefault(r.data, []).append(r)
     return out
 
 
-def _colours(runs: list[Finished]) -> dict[str, str]:
-    """One colour per configuration, the same in every figure."""
-    ids = list(dict.fromkeys(c.id for c in runs[0].plan.experiment.configurations))
-    return {cid: f"C{k % 10}" for k, cid in enumerate(ids)}
-
-
-def _curve_figure(app: str, runs: list[Finished], title: str, path: Path,
-                  styles: dict[str, str] | None = None) -> Path:
+def _curve_figure(app: str, runs: list[Entry], colours: dict[str, str], title: str,
+                  path: Path, styles: dict[str, str] | None = None) -> Path:
     """ROC (frames) or FROC (polyp, PE) curves, each with its 95% bootstrap band."""
-    plt = pyplot()
-    colours = _colours(runs)
-    fig, ax = plt.subplots(figsize=(6.2, 4.6))
+    fig, ax = plt().subplots(figsize=(6.2, 4.6))
     for r in runs:
         m = r.metrics
-        style = {"ls": (styles or {}).get(r.data, "-"), "color": colours[r.plan.config.id]}
+        style = {"ls": (styles or {}).get(r.data, "-"), "color": colours[r.run.config_id]}
         if app == "frames":
             ax.plot(m["roc_curve"]["fpr"], m["roc_curve"]["tpr"], label=r.name, **style)
             band = m["roc_band"]
@@ -232,10 +244,9 @@ def _curve_figure(app: str, runs: list[Finished], title: str, path: Path,
     return save_figure(fig, path)
 
 
-def _box_figure(runs: list[Finished], title: str, path: Path) -> Path:
+def _box_figure(runs: list[Entry], title: str, path: Path) -> Path:
     """Boundary errors per interface: Tukey box plots, mean and sd above each box (Fig. 9)."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(max(6.0, 1.6 * len(runs) + 2), 4.4))
+    fig, axes = plt().subplots(1, 2, figsize=(max(6.0, 1.6 * len(runs) + 2), 4.4))
     for ax, name in zip(axes, INTERFACES, strict=True):
         values = [r.metrics[name]["per_roi"] for r in runs]
         ax.boxplot(values, whis=1.5)
@@ -253,14 +264,24 @@ def _box_figure(runs: list[Finished], title: str, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _example_figure(run: Finished, adapter: TajbakhshAdapter, path: Path) -> Path | None:
+def _roi_image(study: Study, stem: str) -> np.ndarray | None:
+    """The test ROI a map file belongs to, cut from its image (None when unreadable)."""
+    roi = next((r for r in read_test_rois(study.dataset_dir) if f"roi_{r.roi:05d}" == stem),
+               None)
+    if roi is None:
+        return None
+    x0, y0, x1, y1 = roi.box
+    try:
+        return read_gray(roi.image)[y0:y1, x0:x1]
+    except ImageError:
+        return None
+
+
+def _example_figure(run: Entry, study: Study, path: Path) -> Path | None:
     """One test ROI (Fig. 8): the image, the two confidence maps merged (green lumen-intima,
     red media-adventitia; each stretched from its minimum to its maximum), the per-column
     maxima, and the snakes beside the expert's traces (dashed)."""
-    from medtl.datasets.formats.images import ImageError, read_gray
-    from medtl.studies.tajbakhsh2016.apps.imt import read_test_rois
-
-    maps = sorted((run.plan.run_dir / "maps").glob("roi_*.npz"))
+    maps = sorted((run.run.run_dir / "maps").glob("roi_*.npz"))
     if not maps:
         return None
     z = np.load(maps[0])
@@ -268,15 +289,8 @@ def _example_figure(run: Finished, adapter: TajbakhshAdapter, path: Path) -> Pat
     scaled = [(np.nan_to_num(m) - np.nanmin(m)) / (np.nanmax(m) - np.nanmin(m) or 1.0)
               for m in (ma, li)]
     rgb = np.clip(np.stack([*scaled, np.zeros_like(li)], -1), 0, 1)
-    roi = next((r for r in read_test_rois(adapter.dataset_dir)
-                if f"roi_{r.roi:05d}" == maps[0].stem), None)
-    try:
-        x0, y0, x1, y1 = roi.box if roi else (0, 0, 0, 0)
-        image = read_gray(roi.image)[y0:y1, x0:x1] if roi else None
-    except ImageError:
-        image = None
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 4, figsize=(13, 3.4), sharey=True)
+    image = _roi_image(study, maps[0].stem)
+    fig, axes = plt().subplots(1, 4, figsize=(13, 3.4), sharey=True)
     cols = np.arange(li.shape[1])
     panels = (("test ROI", image, ("expert",)), ("confidence maps (stretched)", rgb, ()),
               ("per-column maxima", rgb, ("column_max",)),
@@ -293,25 +307,9 @@ def _example_figure(run: Finished, adapter: TajbakhshAdapter, path: Path) -> Pat
     return save_figure(fig, path)
 
 
-def _trace_figure(runs: list[Finished], path: Path) -> Path:
-    """Validation AUC per epoch (the paper's Fig. 10)."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.2, 4.2))
-    for r in runs:
-        trace = r.plan.run_dir / "trace.csv"
-        if not trace.is_file():
-            continue
-        with open(trace, newline="") as f:
-            rows = list(csv.DictReader(f))
-        ax.plot([int(x["epoch"]) for x in rows], [float(x["val_auc"]) for x in rows],
-                marker="o", ms=3, label=r.name)
-    ax.set(xlabel="epoch", ylabel="validation AUC", title="validation AUC (Fig. 10)")
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
-
-
-def _figures(app: str, runs: list[Finished], adapter: TajbakhshAdapter, fig_dir: Path
-             ) -> list[Path]:
+def _figures(app: str, runs: list[Entry], ctx: ReportContext, study: Study) -> list[Path]:
+    fig_dir = ctx.fig_dir
+    colours = {cid: f"C{k % 10}" for k, cid in enumerate(ctx.labels)}  # one per configuration
     figures = []
     groups = _by_data(runs)
     kind = "roc" if app == "frames" else "froc"
@@ -321,32 +319,37 @@ def _figures(app: str, runs: list[Finished], adapter: TajbakhshAdapter, fig_dir:
         if app == "imt":
             figures.append(_box_figure(members, title, fig_dir / f"{stem}.png"))
         else:
-            figures.append(_curve_figure(app, members, title, fig_dir / f"{stem}.png"))
+            figures.append(_curve_figure(app, members, colours, title,
+                                         fig_dir / f"{stem}.png"))
     if app != "imt" and len(groups) > 1:
         styles = dict(zip(groups, itertools.cycle(["-", "--", ":", "-."]), strict=False))
-        figures.append(_curve_figure(app, runs, "reduced training data",
+        figures.append(_curve_figure(app, runs, colours, "reduced training data",
                                      fig_dir / f"{kind}_reductions.png", styles))
     if app == "imt":
-        example = _example_figure(runs[0], adapter, fig_dir / "imt_example.png")
+        example = _example_figure(runs[0], study, fig_dir / "imt_example.png")
         if example is not None:
             figures.append(example)
-    figures.append(_trace_figure(runs, fig_dir / "validation_auc.png"))
+    figures.append(trace_figure([(r.name, r.run) for r in runs],
+                                fig_dir / "validation_auc.png", panels=("val_auc",),
+                                title="validation AUC per epoch (Fig. 10)"))
     return figures
 
 
 # ------------------------------------------------------------------ the report
 
-def _conventions(app: str, runs: list[Finished], adapter: TajbakhshAdapter) -> list[str]:
+def _notes(app: str, runs: list[Entry], study: Study) -> list[str]:
+    """How every number is computed."""
     m = runs[0].metrics
     unit = {"polyp": f"{m.get('fp_unit')}s", "pe": "volumes",
             "frames": f"{m.get('bootstrap_unit')}s", "imt": "subjects"}[app]
     lines = [f"- intervals: 95%, percentile bootstrap resampling {unit} (assumed: "
-             f"{BOOTSTRAP_METHOD.assumed}); {adapter.options.n_boot} replicates, seed "
-             f"{adapter.options.bootstrap_seed}",
+             f"{BOOTSTRAP_METHOD.assumed}); {study.scoring.n_boot} replicates, seed "
+             f"{study.scoring.bootstrap_seed}",
              "- two curves differ at an operating point when their 95% intervals do not "
-             "overlap (Tajbakhsh 2016 Sec. VI, introduction)",
-             "- test scores: a candidate's (frame's) score is the mean probability over its "
-             "test patches (crops) (Tajbakhsh 2016 Sec. VI-A to VI-C)"]
+             "overlap (Tajbakhsh 2016 Sec. VI, introduction)"]
+    if app != "imt":
+        lines.append("- test scores: a candidate's (frame's) score is the mean probability "
+                     "over its test patches (crops) (Tajbakhsh 2016 Sec. VI-A to VI-C)")
     if app in ("polyp", "pe"):
         lines += [f"- hit rule: {m['hit_rule']}",
                   f"- false positives per {m['fp_unit']}; sensitivity between operating "
@@ -363,109 +366,27 @@ def _conventions(app: str, runs: list[Finished], adapter: TajbakhshAdapter) -> l
                   "the expert traced; thickness error: |mean snake thickness - mean expert "
                   "thickness|; box whiskers by the Tukey method (1.5 IQR, Fig. 9); mean "
                   "intervals by bootstrap over subjects",
-                  f"- errors in {m['units']}"]
-    lines.append("- each run's `run.json` holds its resolved settings with their provenance, "
-                 "`metrics.json` its scores and curves, `predictions.csv` its per-candidate "
-                 "scores (intima-media: per-column boundaries), `manifest.json` the hashes "
-                 "of data and weights")
+                  f"- errors in {m['units']}",
+                  "- intima-media runs: `predictions.csv` holds the per-column boundaries "
+                  "(expert, column maxima, snake), `maps/roi_NNNNN.npz` the confidence maps"]
     return lines
 
 
-def _deviations(experiment: Experiment, adapter: TajbakhshAdapter) -> list[str]:
-    out = list(experiment.deviations())
-    manifest = adapter.dataset_dir / "manifest.json"
-    if manifest.is_file():
-        protocol = json.loads(manifest.read_text()).get("protocol", {})
-        for key, value in sorted(protocol.items()):
-            if value.get("set_by_user"):
-                default = value["default"]
-                origin = default.get("source") or f"assumed: {default.get('assumed', '')}"
-                out.append(f"dataset `{key}` = {value['value']!r} (default "
-                           f"{default['value']!r}; {origin})")
-    for key, value in sorted(protocol_values(adapter.options).items()):
-        if value.get("set_by_user"):
-            out.append(f"scoring `{key}` = {value['value']!r} (default "
-                       f"{value['default']['value']!r})")
-    return out or ["none"]
-
-
-def _assumptions(experiment: Experiment, adapter: TajbakhshAdapter) -> list[str]:
-    seen: dict[str, str] = {}
-    for cfg in experiment.configurations:
-        for key, reason in cfg.assumptions().items():
-            seen.setdefault(key, reason)
-    lines = [f"- `{k}`: {v}" for k, v in sorted(seen.items())]
-    manifest = adapter.dataset_dir / "manifest.json"
-    if manifest.is_file():
-        protocol = json.loads(manifest.read_text()).get("protocol", {})
-        lines += [f"- dataset `{k}` = {v['value']!r}: {v['assumed']}"
-                  for k, v in sorted(protocol.items()) if "assumed" in v]
-    lines += [f"- scoring `{k}` = {v['value']!r}: {v['assumed']}"
-              for k, v in sorted(protocol_values(adapter.options).items()) if "assumed" in v]
-    if adapter.application != "imt":
-        interpolation = ROC_INTERPOLATION if adapter.application == "frames" \
-            else FROC_INTERPOLATION
-        lines.append(f"- operating points read off the curves by {interpolation.value} "
-                     f"interpolation: {interpolation.assumed}")
-    snake = getattr(adapter, "snake", None)
-    if snake is not None:
-        lines += [f"- snake `{k}` = {v['value']!r}: {v.get('assumed', 'set by the spec')}"
-                  for k, v in sorted(protocol_values(snake).items())]
-    return lines
-
-
-def build_tajbakhsh_report(spec_path: Path) -> Path:
-    """Write REPORT.md, report.json and the figures of a Tajbakhsh 2016 spec's finished
-    runs; returns the report's path."""
-    experiment = load_experiment(spec_path)
-    builder = experiment.dataset.builder
-    if builder not in TAJBAKHSH_ADAPTERS:
-        raise ConfigError(f"{spec_path}: dataset.builder {builder!r} is not a Tajbakhsh "
-                          f"application ({', '.join(TAJBAKHSH_ADAPTERS)})")
-    adapter = TAJBAKHSH_ADAPTERS[builder](experiment)
-    app = adapter.application
-    runs = _finished(experiment, adapter)
-    if not runs:
-        raise FileNotFoundError(f"{spec_path}: no finished runs yet; run `medtl run "
-                                f"{spec_path}`")
-    out_dir = experiment.results_dir
-    fig_dir = out_dir / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    figures = _figures(app, runs, adapter, fig_dir)
-    published, source = _published(experiment)
-    lines = [f"# {experiment.spec.title or experiment.spec.study}", "",
-             f"Spec: `{experiment.path.name}` ({experiment.path}) · runs: `runs/` · "
-             "generated by `medtl report`.", "",
-             "## Results", "",
+def tajbakhsh_report(ctx: ReportContext, study: Study) -> ReportBody:
+    """The results of one Tajbakhsh 2016 study: its table, the published values, the
+    statistical comparisons and the figures."""
+    app = study.application
+    runs = _entries(ctx, study)
+    figures = _figures(app, runs, ctx, study)
+    lines = ["## Results", "",
              f"One training / test split (the paper's); {len(runs)} finished run(s). The "
              f"paper reports these results as curves and box plots ({FIGURE[app]}); compare "
-             "the figures below with them.", ""]
-    lines += _table(app, runs, adapter)
-    if published:
-        lines += ["", f"Published ({source}):", ""]
-        lines += [f"- {label}: {values}" for label, values in published.items()]
-    else:
-        lines += ["", "Published values: the paper gives no numbers for this study in its "
-                  f"text; read them from its {FIGURE[app]}."]
-    lines += ["", "## Statistical comparisons (95% intervals that do not overlap)", ""]
-    lines += comparisons(runs)
-    lines += ["", "## Figures", ""]
-    lines += [f"![{p.stem}](figures/{p.name})" for p in figures]
-    lines += ["", "## How every number is computed", ""]
-    lines += _conventions(app, runs, adapter)
-    lines += ["", "## Deviations from the paper (set by the spec)", ""]
-    lines += [f"- {d}" for d in _deviations(experiment, adapter)]
-    lines += ["", "## Assumptions (values the paper leaves open)", ""]
-    lines += _assumptions(experiment, adapter)
-    report = out_dir / "REPORT.md"
-    tmp = report.with_name(".REPORT.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, report)
-    summary = {r.plan.run_id: {"label": r.label, "data": r.data,
-                               "operating_points": operating_points(r.metrics)}
-               for r in runs}
-    tmp = out_dir / ".report.json.tmp"
-    tmp.write_text(json.dumps({"runs": summary, "published": published}, indent=1,
-                              default=str))
-    os.replace(tmp, out_dir / "report.json")
-    return report
+             "the figures below with them.", "",
+             *_table(app, runs), *_published(ctx.tables, app),
+             "", "## Statistical comparisons (95% intervals that do not overlap)", "",
+             *comparisons(runs)]
+    summary = {"runs": {r.run.run_id: {"label": r.label, "data": r.data,
+                                       "operating_points": operating_points(r.metrics)}
+                        for r in runs},
+               "published": {t.name: t.rows for t in _results(ctx.tables)}}
+    return ReportBody(lines, summary, figures, _notes(app, runs, study))

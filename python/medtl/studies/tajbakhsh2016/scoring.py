@@ -37,6 +37,7 @@ from medtl.metrics import (
 )
 from medtl.metrics.bootstrap import CONFIDENCE_LEVEL, percentile_interval, resample_counts
 from medtl.provenance import assumed, paper
+from medtl.studies.tajbakhsh2016.boundaries import SnakeParams
 
 POLYP_HIT_RULE = ("a polyp is one connected region (8-connected) of a frame's ground-truth "
                   "mask; a positive candidate hits the region holding its box centre (the "
@@ -133,8 +134,8 @@ class ImtOptions(AdapterOptions):
     pixel_size: float = option(1.0, "size of a pixel in the unit errors are reported in",
                                assumed(1.0, "the manifest has no pixel spacing: errors are in "
                                        "pixels"))
-    snake: dict = option({}, "open-snake parameters (medtl.studies.tajbakhsh2016.boundaries."
-                             "SnakeParams)")
+    snake: SnakeParams = option(SnakeParams(), "the open snakes' parameters "
+                                               "(medtl.studies.tajbakhsh2016.boundaries)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

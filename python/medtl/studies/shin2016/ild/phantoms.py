@@ -20,12 +20,30 @@ from pydicom.uid import generate_uid
 from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
 
+from medtl.config import option
 from medtl.datasets.formats.dicom import write_ct_series
 from medtl.datasets.formats.geometry import Geometry
 from medtl.io import atomic_dir
 from medtl.studies.shin2016.ild.reader import SIX_CLASSES
 
 SLICE_GAP_MM = 10.0
+
+
+@dataclass(frozen=True)
+class IldPhantoms:
+    """Settings of the kit's synthetic ILD database (`write_collection`'s keywords), as a
+    spec's `dataset.phantom` gives them."""
+
+    patients: int = option(6, "patient folders (one leave-one-out fold each)", minimum=2)
+    slices_per_patient: int = option(4, "annotated axial slices per patient, 10 mm apart",
+                                     minimum=1)
+    size: int = option(512, "slice side in pixels", minimum=16)
+    spacing_mm: float | None = option(None, "pixel spacing (mm); none: a 360 mm field of "
+                                            "view over `size` pixels",
+                                      minimum=0, exclusive_minimum=True)
+    seed: int = option(0, "seed of the anatomy, textures and ROIs", minimum=0)
+    multi_label_rate: float = option(0.35, "chance that a slice carries a second ROI of "
+                                           "another class", minimum=0, maximum=1)
 
 
 @dataclass

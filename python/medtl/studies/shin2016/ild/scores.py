@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from medtl.errors import InputError
 from medtl.metrics import (
     CONFIDENCE_LEVEL,
     accuracy,
@@ -56,13 +57,13 @@ def score_classification(rows: list[dict[str, Any]], class_names: list[str], lev
     `patient_id`; slice level also `slice` and `labels`, the slice's class names joined by
     '|')."""
     if not rows:
-        raise ValueError("no predictions to score")
+        raise InputError("no predictions to score")
     k = len(class_names)
     truth = np.array([int(r["label"]) for r in rows])
     pred = np.array([int(r["predicted"]) for r in rows])
     bad = [int(v) for v in np.r_[truth, pred] if not 0 <= v < k]
     if bad:
-        raise ValueError(f"class index {bad[0]} outside 0..{k - 1} ({', '.join(class_names)})")
+        raise InputError(f"class index {bad[0]} outside 0..{k - 1} ({', '.join(class_names)})")
     classes = list(range(k))
     counts = confusion_matrix(truth, pred, labels=classes)
     per = per_class_scores(truth, pred, labels=classes)

@@ -28,10 +28,22 @@ from medtl.datasets.folds import (
     write_folds,
 )
 from medtl.io import atomic_dir
+from medtl.provenance import assumed
 from medtl.studies.shin2016.ild import reader as ild_io
 
 _KEY = re.compile(r"^\s*([A-Za-z_]+):\s*(.*?)\s*$")  # the ROI file's `key: value` lines
 ATTEMPTS_PER_SIZE = 200  # seeded draws tried per validation size before taking one unit more
+
+VALIDATION_RULE = assumed(
+    "held-out training units, prepared as training data",
+    "Shin names no validation set; a seeded val_fraction of each fold's training units "
+    "(patient-disjoint from training and test except under Slice-Random, whose units are "
+    "slices), redrawn until both sides hold every class, augmented and balanced like the "
+    "training set: Sec. IV-D compares classifiers 'on the balanced validation sets'")
+OUTER_SPLIT = assumed(
+    "CV5: patients in a seeded order, each dealt to the fold with the fewest annotated slices",
+    "Shin gives five folds of disjoint patients (Sec. II) but no dealing rule; slices are what "
+    "a patient brings to both levels (`medtl data ild` weights patch-level folds by patches)")
 
 
 @dataclass(frozen=True)
