@@ -27,3 +27,11 @@ def caffe():
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@pytest.fixture
+def results_root(tmp_path, monkeypatch) -> Path:
+    """Runs write under a temporary results/ (inherited by `run-one` subprocesses)."""
+    root = tmp_path / "results"
+    monkeypatch.setenv("MEDTL_RESULTS", str(root))
+    return root

@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -36,21 +36,27 @@ def temp_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.tmp-{os.getpid()}@{_HOST}{dest.suffix}")
 
 
-def _fsync_dir(folder: Path) -> None:
-    with suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
+def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with suppress(OSError):      # some file systems cannot sync a folder's entries
+        _fsync(folder)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Every file below `folder`, then every folder's entries, on disk."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if path.is_file() and not path.is_symlink():
+            _fsync(path)
+        elif path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(folder)
 
 
 def _remove(path: Path) -> None:
@@ -62,6 +68,19 @@ def _remove(path: Path) -> None:
 
 
 @contextmanager
+def _staged(tmp: Path, dest: Path, sync: Callable[[Path], None]) -> Iterator[Path]:
+    """Yield `tmp`; on success sync it and rename it onto `dest`, on failure remove it."""
+    try:
+        yield tmp
+        sync(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        _remove(tmp)
+        raise
+    _fsync_dir(dest.parent)
+
+
+@contextmanager
 def atomic_path(dest: Path) -> Iterator[Path]:
     """Yield a temporary file path beside `dest`; on success it is synced and renamed onto
     `dest` (replacing an earlier file), on failure removed."""
@@ -69,14 +88,8 @@ def atomic_path(dest: Path) -> Iterator[Path]:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(dest)
     _remove(tmp)
-    try:
-        yield tmp
-        _fsync_file(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        _remove(tmp)
-        raise
-    _fsync_dir(dest.parent)
+    with _staged(tmp, dest, _fsync) as staged:
+        yield staged
 
 
 def write_bytes(dest: Path, data: bytes) -> Path:
@@ -129,14 +142,8 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     tmp = temp_path(dest).with_suffix("") if dest.suffix else temp_path(dest)
     _remove(tmp)
     tmp.mkdir()
-    try:
-        yield tmp
-        _fsync_dir(tmp)
-        os.rename(tmp, dest)
-    except BaseException:
-        _remove(tmp)
-        raise
-    _fsync_dir(dest.parent)
+    with _staged(tmp, dest, _fsync_tree) as staged:
+        yield staged
 
 
 def move_aside(src: Path, dest: Path) -> Path:

@@ -8,41 +8,18 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from spec_helpers import tiny_ln_spec
 
 from medtl.config import ConfigError
 from medtl.errors import OutputExistsError
 from medtl.experiments import runner
 from medtl.experiments.plan import load_plan
 from medtl.experiments.report.build import build_report
-from medtl.paths import REPO
 from medtl.zoo import WeightsNotFoundError
 
 
-@pytest.fixture
-def results_root(tmp_path, monkeypatch):
-    """Runs write under a temporary results/ (inherited by `run-one` subprocesses)."""
-    root = tmp_path / "results"
-    monkeypatch.setenv("MEDTL_RESULTS", str(root))
-    return root
-
-
 def _write_spec(folder: Path, name: str, **changes) -> Path:
-    base = {
-        "paper": "shin2016", "study": "ln_mediastinum", "title": "tiny",
-        "dataset": {"builder": "shin_ln", "source": "synthetic",
-                    "phantom": {"patients": 4, "seed": 3, "n_false": 12},
-                    "options": {"region": "med", "seed": 3, "folds": 2,
-                                "train_views_per_candidate": 6, "val_views_per_candidate": 2,
-                                "test_views_per_candidate": 2, "val_fraction": 0.5}},
-        "configurations": ["cifarnet_ri"], "folds": [1], "seeds": [1],
-        "training": {"max_epochs": 2}, "published": str(
-            REPO / "experiments/shin2016/published.yaml"),
-    }
-    base.update(changes)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(base))
-    return path
+    return tiny_ln_spec(folder, name, **{"training": {"max_epochs": 2}, **changes})
 
 
 @pytest.mark.slow

@@ -13,11 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from spec_helpers import tiny_ln_spec
 
 from medtl.experiments.plan import load_plan
-from medtl.paths import REPO
-
-PUBLISHED = REPO / "experiments/shin2016/published.yaml"
 
 
 def _medtl(*args: str, env: dict | None = None, cwd: Path | None = None
@@ -26,48 +24,20 @@ def _medtl(*args: str, env: dict | None = None, cwd: Path | None = None
                           text=True, timeout=600, env=env, cwd=cwd)
 
 
-@pytest.fixture
-def results_root(tmp_path, monkeypatch):
-    root = tmp_path / "results"
-    monkeypatch.setenv("MEDTL_RESULTS", str(root))
-    return root
-
-
-def _ln_spec(folder: Path, name: str = "tiny", **changes) -> Path:
-    base = {
-        "paper": "shin2016", "study": "ln_mediastinum", "title": "tiny",
-        "dataset": {"builder": "shin_ln", "source": "synthetic",
-                    "phantom": {"patients": 4, "seed": 3, "n_false": 12},
-                    "options": {"region": "med", "seed": 3, "folds": 2,
-                                "train_views_per_candidate": 6, "val_views_per_candidate": 2,
-                                "test_views_per_candidate": 2, "val_fraction": 0.5}},
-        "configurations": ["cifarnet_ri"], "folds": [1], "seeds": [1],
-        "training": {"max_epochs": 1}, "published": str(PUBLISHED),
-    }
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            base[key] = {**base[key], **value}
-        else:
-            base[key] = value
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(base, sort_keys=False))
-    return path
-
 
 # ------------------------------------------------------------------ the dataset cache key
 
 def test_switching_the_source_or_the_phantoms_gives_another_dataset(results_root, tmp_path):
-    synthetic = load_plan(_ln_spec(tmp_path / "a"))
+    synthetic = load_plan(tiny_ln_spec(tmp_path / "a"))
     (tmp_path / "tcia").mkdir()
-    real = load_plan(_ln_spec(
+    real = load_plan(tiny_ln_spec(
         tmp_path / "b", dataset={"builder": "shin_ln", "source": str(tmp_path / "tcia"),
                                  "options": {"region": "med"}}))
-    other_phantoms = load_plan(_ln_spec(
+    other_phantoms = load_plan(tiny_ln_spec(
         tmp_path / "c", dataset={"builder": "shin_ln", "source": "synthetic",
                                  "phantom": {"patients": 5, "seed": 3, "n_false": 12},
                                  "options": {"region": "med"}}))
-    same_options = load_plan(_ln_spec(
+    same_options = load_plan(tiny_ln_spec(
         tmp_path / "d", dataset={"builder": "shin_ln", "source": "synthetic",
                                  "phantom": {"patients": 4, "seed": 3, "n_false": 12},
                                  "options": {"region": "med"}}))
@@ -109,7 +79,7 @@ def _merge(base: dict, change: dict) -> dict:
 @pytest.mark.parametrize("case", sorted(BAD_SPECS))
 def test_run_list_rejects_a_bad_spec_before_building_anything(case, results_root, tmp_path):
     change, key = BAD_SPECS[case]
-    good = yaml.safe_load(_ln_spec(tmp_path).read_text())
+    good = yaml.safe_load(tiny_ln_spec(tmp_path).read_text())
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(_merge(good, change), sort_keys=False))
     result = _medtl("run", str(bad), "--list")
@@ -121,7 +91,7 @@ def test_run_list_rejects_a_bad_spec_before_building_anything(case, results_root
 
 
 def test_duplicate_yaml_keys_are_rejected_naming_the_line(results_root, tmp_path):
-    path = _ln_spec(tmp_path)
+    path = tiny_ln_spec(tmp_path)
     path.write_text(path.read_text() + "seeds: [2]\n")
     result = _medtl("run", str(path), "--list")
     assert result.returncode == 2
@@ -134,7 +104,7 @@ def test_duplicate_yaml_keys_are_rejected_naming_the_line(results_root, tmp_path
 def test_a_relative_source_resolves_against_the_spec_folder(results_root, tmp_path):
     folder = tmp_path / "specs"
     (folder / "tcia").mkdir(parents=True)
-    path = _ln_spec(folder, dataset={"builder": "shin_ln", "source": "tcia",
+    path = tiny_ln_spec(folder, dataset={"builder": "shin_ln", "source": "tcia",
                                      "options": {"region": "med"}})
     study = load_plan(path).study
     assert study.source() == folder / "tcia"
@@ -143,7 +113,7 @@ def test_a_relative_source_resolves_against_the_spec_folder(results_root, tmp_pa
 # ------------------------------------------------------------------ errors at the CLI
 
 def test_run_one_reports_an_input_error_in_one_line(results_root, tmp_path):
-    path = _ln_spec(tmp_path, configurations=["alexnet-h_tl"])
+    path = tiny_ln_spec(tmp_path, configurations=["alexnet-h_tl"])
     result = _medtl("run-one", str(path), "alexnet-h_tl__fold1__frac1__seed1")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
@@ -151,7 +121,7 @@ def test_run_one_reports_an_input_error_in_one_line(results_root, tmp_path):
 
 
 def test_run_one_with_an_unknown_run_id_is_one_line(results_root, tmp_path):
-    result = _medtl("run-one", str(_ln_spec(tmp_path)), "nope")
+    result = _medtl("run-one", str(tiny_ln_spec(tmp_path)), "nope")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "nope" in result.stderr
 
@@ -239,7 +209,7 @@ def test_prediction_reads_an_hdf5_list_through_a_sigmoid_net_once_per_record(tmp
 
 @pytest.mark.slow
 def test_an_edited_spec_makes_finished_runs_stale(results_root, tmp_path, caffe):
-    path = _ln_spec(tmp_path)
+    path = tiny_ln_spec(tmp_path)
     assert _medtl("run", str(path), "--no-progress").returncode == 0
     edited = yaml.safe_load(path.read_text())
     edited["training"]["max_epochs"] = 2
@@ -257,7 +227,7 @@ def test_an_edited_spec_makes_finished_runs_stale(results_root, tmp_path, caffe)
 def test_a_report_works_with_results_outside_the_repository(tmp_path, monkeypatch, caffe):
     results_root = tmp_path / "scratch" / "disk" / "results"
     monkeypatch.setenv("MEDTL_RESULTS", str(results_root))
-    path = _ln_spec(tmp_path / "elsewhere")
+    path = tiny_ln_spec(tmp_path / "elsewhere")
     assert _medtl("run", str(path), "--no-progress").returncode == 0
     result = _medtl("report", str(path))
     assert result.returncode == 0, result.stderr
@@ -266,7 +236,7 @@ def test_a_report_works_with_results_outside_the_repository(tmp_path, monkeypatc
 
 @pytest.mark.slow
 def test_a_diverging_run_is_recorded_as_failed_with_its_log(results_root, tmp_path, caffe):
-    path = _ln_spec(tmp_path, training={"max_epochs": 2, "batch_size": 4, "base_lr": 1e6})
+    path = tiny_ln_spec(tmp_path, training={"max_epochs": 2, "batch_size": 4, "base_lr": 1e6})
     result = _medtl("run", str(path), "--no-progress")
     assert result.returncode == 1
     run_dir = results_root / "shin2016" / "tiny" / "runs" / "cifarnet_ri__fold1__frac1__seed1"
@@ -282,7 +252,7 @@ def test_results_move_stale_runs_are_set_aside_and_tampering_is_refused(tmp_path
                                                                        caffe):
     first = tmp_path / "disk1" / "results"
     monkeypatch.setenv("MEDTL_RESULTS", str(first))
-    path = _ln_spec(tmp_path)
+    path = tiny_ln_spec(tmp_path)
     assert _medtl("run", str(path), "--no-progress").returncode == 0
     run_id = "cifarnet_ri__fold1__frac1__seed1"
     record = json.loads((first / "shin2016/tiny/runs" / run_id / "run.json").read_text())
@@ -318,7 +288,7 @@ def test_results_move_stale_runs_are_set_aside_and_tampering_is_refused(tmp_path
 
 @pytest.mark.slow
 def test_a_failed_run_is_retried_only_when_asked(results_root, tmp_path, caffe):
-    path = _ln_spec(tmp_path, training={"max_epochs": 2, "batch_size": 4, "base_lr": 1e6})
+    path = tiny_ln_spec(tmp_path, training={"max_epochs": 2, "batch_size": 4, "base_lr": 1e6})
     assert _medtl("run", str(path), "--no-progress").returncode == 1
     again = _medtl("run", str(path), "--no-progress")
     assert again.returncode == 1 and "--retry-failed" in again.stderr

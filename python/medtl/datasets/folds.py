@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medtl.datasets.formats.table import table_rows
 from medtl.errors import InputError
 
 FOLDS_CSV = "folds.csv"
@@ -96,20 +97,9 @@ def write_folds(path: Path, folds: Folds) -> Path:
 def read_folds(path: Path) -> Folds:
     """Read and validate a folds CSV (header unit,patient_id,fold; folds 1..k all used)."""
     path = Path(path)
-    try:
-        rows = list(csv.reader(path.read_text().splitlines()))
-    except OSError as exc:
-        raise FoldError(f"{path}: cannot be read ({exc.strerror})") from exc
-    if not rows or [c.strip() for c in rows[0]] != HEADER:
-        raise FoldError(f"{path}:1: header must be {','.join(HEADER)}")
     fold_of: dict[str, int] = {}
     patient_of: dict[str, str] = {}
-    for n, row in enumerate(rows[1:], start=2):
-        if not row:
-            continue
-        if len(row) != 3:
-            raise FoldError(f"{path}:{n}: expected 3 columns, got {len(row)}")
-        unit, patient, fold = (c.strip() for c in row)
+    for n, (unit, patient, fold) in table_rows(path, HEADER, FoldError):
         try:
             fold_n = int(fold)
         except ValueError as exc:

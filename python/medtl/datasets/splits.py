@@ -24,6 +24,7 @@ from typing import Literal
 
 import numpy as np
 
+from medtl.datasets.formats.table import table_rows
 from medtl.errors import InputError
 
 ROLES = ("train", "val", "test")
@@ -174,19 +175,8 @@ def read_splits(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     """(candidate_id -> role, candidate_id -> group) from a splits.csv, checked: roles known,
     no group in both the training data (train, val) and the test set."""
     path = Path(path)
-    try:
-        rows = list(csv.reader(path.read_text().splitlines()))
-    except OSError as exc:
-        raise SplitError(f"{path}: cannot be read ({exc.strerror})") from exc
-    if not rows or [c.strip() for c in rows[0]] != ["candidate_id", "group", "role"]:
-        raise SplitError(f"{path}:1: header must be candidate_id,group,role")
     role, group, side_of = {}, {}, {}
-    for n, row in enumerate(rows[1:], start=2):
-        if not row:
-            continue
-        if len(row) != 3:
-            raise SplitError(f"{path}:{n}: expected 3 columns, got {len(row)}")
-        cid, g, r = (c.strip() for c in row)
+    for n, (cid, g, r) in table_rows(path, ["candidate_id", "group", "role"], SplitError):
         if r not in ROLES:
             raise SplitError(f"{path}:{n}: role {r!r} is not one of {', '.join(ROLES)}")
         if cid in role:

@@ -95,6 +95,8 @@ class StudyAdapter:
     scoring_class: ClassVar[type | None] = None
     phantom_class: ClassVar[type | None] = None
     source_help: ClassVar[str] = "the dataset in its published format"
+    source_file: ClassVar[str | None] = None  # a file the source is, or a folder holds
+    split_help: ClassVar[str] = ""           # how the data are split, for fold errors
     positive_classes: ClassVar[tuple[int, ...]] = (1,)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -145,7 +147,8 @@ class StudyAdapter:
         """Raise ConfigError for a data fraction the dataset does not provide."""
         if fraction != 1.0:
             raise ConfigError(f"{self.experiment.path}: data_fractions: {fraction:g}: the "
-                              f"{self.builder} dataset trains on whole folds (use 1.0)")
+                              f"{self.builder} dataset trains on whole folds (use 1.0)"
+                              + (f"; {self.split_help}" if self.split_help else ""))
 
     def phantom_args(self) -> dict[str, Any]:
         """The phantom writer's keyword arguments: the spec's settings (a study may add
@@ -157,12 +160,18 @@ class StudyAdapter:
         raise NotImplementedError
 
     def locate(self, path: Path) -> Path:
-        """The source as the builder reads it, from the resolved `dataset.source` (e.g. a
-        candidate manifest inside a folder); raise ConfigError when it is not there."""
-        if not path.is_dir():
-            raise ConfigError(f"{self.experiment.path}: dataset.source: {shown(path)} is not a "
-                              f"folder ({self.source_help})")
-        return path
+        """The source as the builder reads it: the folder, or with `source_file` the file
+        itself or that file inside the folder; ConfigError when it is not there."""
+        if self.source_file is None:
+            if not path.is_dir():
+                raise ConfigError(f"{self.experiment.path}: dataset.source: {shown(path)} is "
+                                  f"not a folder ({self.source_help})")
+            return path
+        found = path / self.source_file if path.is_dir() else path
+        if not found.is_file():
+            raise ConfigError(f"{self.experiment.path}: dataset.source: {shown(found)} does "
+                              f"not exist ({self.source_help})")
+        return found
 
     def build(self, source: Path, dest: Path, progress: bool) -> None:
         """Build the dataset from `source` into `dest` (complete or absent)."""
@@ -208,7 +217,8 @@ class StudyAdapter:
         for fold in spec.folds:
             if count is not None and fold > count:
                 raise ConfigError(f"{self.experiment.path}: folds: fold {fold}, but the "
-                                  f"{self.builder} dataset has {count} fold(s)")
+                                  f"{self.builder} dataset has {count} fold(s)"
+                                  + (f"; {self.split_help}" if self.split_help else ""))
         for fraction in spec.data_fractions:
             self.check_fraction(fraction)
 

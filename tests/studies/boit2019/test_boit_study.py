@@ -3,18 +3,18 @@ Caffe: DenseNet-121 at 224, one epoch; the spec's options, phantoms and publishe
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from spec_helpers import free_disk, spec_from
 
 from medtl.config import ConfigError
 from medtl.experiments import runner
 from medtl.experiments.plan import load_plan
 from medtl.experiments.report.build import build_report
+from medtl.experiments.report.context import read_csv
 from medtl.experiments.study import StudyAdapter
 from medtl.metrics import wilson
 from medtl.nets.densenet import DENSENET121
@@ -26,34 +26,6 @@ from medtl.surgery import random_weights, read_weights
 
 CHEST_SPEC = REPO / "experiments/boit2019/chestxray14_binary.yaml"
 
-
-@pytest.fixture
-def results_root(tmp_path, monkeypatch):
-    root = tmp_path / "results"
-    monkeypatch.setenv("MEDTL_RESULTS", str(root))
-    return root
-
-
-def _spec(folder: Path, name: str, base: Path, **changes) -> Path:
-    data = yaml.safe_load(base.read_text())
-    data["published"] = str(base.parent / data["published"])
-    for key, value in changes.items():
-        data[key] = value
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _free_disk(root: Path) -> None:
-    """The runs' weights and solver states once the test has used them."""
-    for path in list(root.rglob("*")):
-        if path.suffix in (".caffemodel", ".solverstate"):
-            path.unlink()
 
 
 def _densenet_stand_in(folder: Path) -> tuple[Path, Path]:
@@ -73,7 +45,7 @@ def _densenet_stand_in(folder: Path) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_chestxray14_study_runs_scores_and_reports(results_root, tmp_path, caffe):
     definition, weights = _densenet_stand_in(tmp_path)
-    spec_path = _spec(tmp_path, "tiny_cxr", CHEST_SPEC, title="tiny ChestX-ray14 study",
+    spec_path = spec_from(tmp_path, "tiny_cxr", CHEST_SPEC, title="tiny ChestX-ray14 study",
                       dataset={"builder": "chestxray14", "source": "synthetic",
                                "phantom": {"patients": 8, "max_images_per_patient": 2,
                                            "size": 256, "seed": 2, "test_fraction": 0.4},
@@ -87,11 +59,11 @@ def test_chestxray14_study_runs_scores_and_reports(results_root, tmp_path, caffe
     assert status == dict.fromkeys(ids, "done")
     runs = results_root / "boit2019" / "tiny_cxr" / "runs"
     dataset = load_plan(spec_path).study.dataset_dir
-    index = _read_csv(dataset / "test_index.csv")
+    index = read_csv(dataset / "test_index.csv")
     balance = json.loads((dataset / "manifest.json").read_text())["counts"]
     for run_id in ids:
         m = json.loads((runs / run_id / "metrics.json").read_text())
-        rows = _read_csv(runs / run_id / "predictions.csv")
+        rows = read_csv(runs / run_id / "predictions.csv")
         assert [r["image"] for r in rows] == [r["image"] for r in index]
         labels = np.array([int(r["label"]) for r in rows])
         assert labels.tolist() == [int(float(r["label"])) for r in index]
@@ -119,7 +91,7 @@ def test_chestxray14_study_runs_scores_and_reports(results_root, tmp_path, caffe
     assert "dataset `val_fraction` = 0.25" in text
     for figure in ("roc", "class_balance", "training_traces"):
         assert (report.parent / "figures" / f"{figure}.png").stat().st_size > 1000, figure
-    _free_disk(tmp_path)
+    free_disk(tmp_path)
 
 
 # ------------------------------------------------------------------ specs and options
@@ -133,19 +105,19 @@ def test_the_declared_spec_loads_and_names_its_missing_data(results_root):
 
 
 def test_bad_options_are_named(results_root, tmp_path):
-    tiny = _spec(tmp_path, "d", CHEST_SPEC, dataset={
+    tiny = spec_from(tmp_path, "d", CHEST_SPEC, dataset={
         "builder": "chestxray14", "source": "synthetic",
         "options": {"image_size": 32, "crop_size": 28}})
     with pytest.raises(ConfigError, match="crop_size 28 is below 32"):
         load_plan(tiny)
-    multi = _spec(tmp_path, "e", CHEST_SPEC, dataset={
+    multi = spec_from(tmp_path, "e", CHEST_SPEC, dataset={
         "builder": "chestxray14", "source": "synthetic", "options": {"task": "multilabel"}})
     with pytest.raises(ConfigError, match="14 label"):
         load_plan(multi)
-    folds = _spec(tmp_path, "f", CHEST_SPEC, folds=[2])
+    folds = spec_from(tmp_path, "f", CHEST_SPEC, folds=[2])
     with pytest.raises(ConfigError, match="one official patient-level split"):
         load_plan(folds)
-    phantom = _spec(tmp_path, "g", CHEST_SPEC, dataset={
+    phantom = spec_from(tmp_path, "g", CHEST_SPEC, dataset={
         "builder": "chestxray14", "source": "synthetic", "phantom": {"revision": "2019"}})
     with pytest.raises(ConfigError, match=r"dataset\.phantom\.revision: '2019'"):
         load_plan(phantom)
@@ -153,7 +125,7 @@ def test_bad_options_are_named(results_root, tmp_path):
 
 def test_the_dataset_key_follows_the_source_and_the_phantoms(results_root, tmp_path):
     def study(name: str, **dataset) -> ChestXray14Adapter:
-        return load_plan(_spec(tmp_path, name, CHEST_SPEC, dataset={
+        return load_plan(spec_from(tmp_path, name, CHEST_SPEC, dataset={
             "builder": "chestxray14", "options": {"task": "binary"}, **dataset})).study
 
     phantoms = study("a", source="synthetic", phantom={"patients": 8, "seed": 2})

@@ -3,20 +3,20 @@ Caffe: CaffeNet at 227, one epoch; the spec's options, phantoms and published nu
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-import yaml
+from spec_helpers import free_disk, spec_from
 
 from medtl import caffe_env
 from medtl.config import ConfigError
 from medtl.experiments import runner
 from medtl.experiments.plan import load_plan
 from medtl.experiments.report.build import build_report
+from medtl.experiments.report.context import read_csv
 from medtl.experiments.study import StudyAdapter
 from medtl.infer import ArrayNet
 from medtl.paths import REPO, from_results
@@ -26,34 +26,6 @@ from medtl.surgery import random_weights, read_weights
 
 KIDNEY_SPEC = REPO / "experiments/ravishankar2016/kidney.yaml"
 
-
-@pytest.fixture
-def results_root(tmp_path, monkeypatch):
-    root = tmp_path / "results"
-    monkeypatch.setenv("MEDTL_RESULTS", str(root))
-    return root
-
-
-def _spec(folder: Path, name: str, base: Path, **changes) -> Path:
-    data = yaml.safe_load(base.read_text())
-    data["published"] = str(base.parent / data["published"])
-    for key, value in changes.items():
-        data[key] = value
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _free_disk(root: Path) -> None:
-    """The runs' weights and solver states (CaffeNet's: ~3 GB) once the test has used them."""
-    for path in list(root.rglob("*")):
-        if path.suffix in (".caffemodel", ".solverstate"):
-            path.unlink()
 
 
 def _kidney_spec(tmp_path: Path, **changes) -> Path:
@@ -75,7 +47,7 @@ def _kidney_spec(tmp_path: Path, **changes) -> Path:
                                                 "definition": str(definition),
                                                 "drop": ["fc8"]}}},
     }
-    return _spec(tmp_path, "tiny_kidney", KIDNEY_SPEC, **(base | changes))
+    return spec_from(tmp_path, "tiny_kidney", KIDNEY_SPEC, **(base | changes))
 
 
 @pytest.mark.slow
@@ -88,11 +60,11 @@ def test_kidney_study_runs_scores_and_reports(results_root, tmp_path, caffe):
     metrics = {i.split("_")[1]: json.loads((runs / i / "metrics.json").read_text()) for i in ids}
 
     fa = runs / ids[0]
-    preds = _read_csv(fa / "predictions.csv")
+    preds = read_csv(fa / "predictions.csv")
     labels = np.array([int(r["label"]) for r in preds])
-    located = _read_csv(fa / "localisation.csv")
+    located = read_csv(fa / "localisation.csv")
     dataset_dir = load_plan(spec_path).study.dataset_dir
-    test_images = {r["image"] for r in _read_csv(dataset_dir / "test_images.csv")}
+    test_images = {r["image"] for r in read_csv(dataset_dir / "test_images.csv")}
     for name, s in metrics["fa"]["feature_sets"].items():
         # the GBM's decision is its probability above 0.5
         scores = np.array([float(r[f"score_{name}"]) for r in preds])
@@ -121,7 +93,7 @@ def test_kidney_study_runs_scores_and_reports(results_root, tmp_path, caffe):
     net = ArrayNet(fa / "net/deploy.prototxt", fa / "selected.caffemodel",
                    mean_file=from_results(record["train"]).parent / "train_mean.binaryproto")
     boxes = np.array([[float(r[k]) for k in ("x0", "y0", "x1", "y1")] for r in
-                      _read_csv(from_results(record["test"]).parent / "test_index.csv")[:3]])
+                      read_csv(from_results(record["test"]).parent / "test_index.csv")[:3]])
     patches = render_boxes(Path(preds[0]["image"]), boxes, 256)
     with h5py.File(fa / "features/fc7_test.h5", "r") as f:
         np.testing.assert_allclose(net(patches, "fc7"), f["features"][:3], rtol=1e-4,
@@ -140,7 +112,7 @@ def test_kidney_study_runs_scores_and_reports(results_root, tmp_path, caffe):
     assert "evaluation `gbm_max_depth` = 3: not given" in text
     for figure in ("filter_changes", "roc", "localisation_dice", "training_traces"):
         assert (report.parent / "figures" / f"{figure}.png").stat().st_size > 1000, figure
-    _free_disk(tmp_path)
+    free_disk(tmp_path)
 
 
 # ------------------------------------------------------------------ specs and options
@@ -157,34 +129,34 @@ def test_the_declared_spec_loads_and_names_its_missing_data(results_root):
 
 
 def test_bad_options_are_named(results_root, tmp_path):
-    bad_eval = _spec(tmp_path, "a", KIDNEY_SPEC, dataset={
+    bad_eval = spec_from(tmp_path, "a", KIDNEY_SPEC, dataset={
         "builder": "ravishankar_kidney", "source": "synthetic",
         "options": {"evaluation": {"gbm_trees": 5}}})
     with pytest.raises(ConfigError, match="evaluation: unknown key 'gbm_trees'") as err:
         load_plan(bad_eval)
     assert str(bad_eval) in str(err.value)
     assert "dataset.options.evaluation" in str(err.value)
-    small = _spec(tmp_path, "b", KIDNEY_SPEC, dataset={
+    small = spec_from(tmp_path, "b", KIDNEY_SPEC, dataset={
         "builder": "ravishankar_kidney", "source": "synthetic", "options": {"patch_size": 64}})
     with pytest.raises(ConfigError, match="patch_size 64 is smaller than caffenet's input 227"):
         load_plan(small)
-    phantom = _spec(tmp_path, "c", KIDNEY_SPEC, dataset={
+    phantom = spec_from(tmp_path, "c", KIDNEY_SPEC, dataset={
         "builder": "ravishankar_kidney", "source": "synthetic", "phantom": {"patients": 3}})
     with pytest.raises(ConfigError, match=r"dataset\.phantom: unknown key 'patients'"):
         load_plan(phantom)
-    stride = _spec(tmp_path, "d", KIDNEY_SPEC, dataset={
+    stride = spec_from(tmp_path, "d", KIDNEY_SPEC, dataset={
         "builder": "ravishankar_kidney", "source": "synthetic",
         "options": {"evaluation": {"window_stride": 0}}})
     with pytest.raises(ConfigError, match=r"dataset\.options\.evaluation\.window_stride"):
         load_plan(stride)
-    folds = _spec(tmp_path, "e", KIDNEY_SPEC, folds=[2])
+    folds = spec_from(tmp_path, "e", KIDNEY_SPEC, folds=[2])
     with pytest.raises(ConfigError, match="one subject-level split"):
         load_plan(folds)
 
 
 def test_the_dataset_key_follows_the_source_and_the_phantoms(results_root, tmp_path):
     def study(name: str, **dataset) -> KidneyAdapter:
-        return load_plan(_spec(tmp_path, name, KIDNEY_SPEC, dataset={
+        return load_plan(spec_from(tmp_path, name, KIDNEY_SPEC, dataset={
             "builder": "ravishankar_kidney", **dataset})).study
 
     phantoms = study("a", source="synthetic", phantom={"subjects": 5, "seed": 1})

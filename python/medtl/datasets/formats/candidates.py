@@ -39,6 +39,7 @@ from medtl.datasets.formats.images import (
 )
 from medtl.errors import InputError
 
+MANIFEST = "candidates.csv"   # the manifest's name inside a source folder
 REQUIRED = ("image", "group", "candidate_id")
 BOX = ("x0", "y0", "x1", "y1")
 CENTRE3 = ("cx", "cy", "cz")

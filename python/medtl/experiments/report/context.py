@@ -18,7 +18,7 @@ from medtl.experiments.report.published import Table
 from medtl.experiments.spec import Experiment
 
 
-def read_csv(path: Path) -> list[dict[str, str]]:
+def read_csv(path: str | Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
 

@@ -65,6 +65,8 @@ class ChestXray14Adapter(StudyAdapter):
     phantom_class = ChestXray14Phantoms
     source_help = ("the ChestX-ray14 release: Data_Entry_2017.csv, train_val_list.txt, "
                    "test_list.txt, images_*/")
+    split_help = ("ChestX-ray14 has one official patient-level split: use folds: [1] and "
+                  "data_fractions: [1.0]")
 
     def check(self) -> None:
         where = f"{self.experiment.path}: dataset.options"
@@ -81,17 +83,6 @@ class ChestXray14Adapter(StudyAdapter):
             raise ConfigError(f"{where}: crop_size {self.config.crop_size} is below "
                               f"{MIN_INPUT}, the smallest input DenseNet-121's five "
                               "stride-2 stages reduce to one pixel")
-        for fold in self.experiment.spec.folds:
-            if fold != 1:
-                raise ConfigError(f"{self.experiment.path}: folds: fold {fold}, but "
-                                  "ChestX-ray14 has one official patient-level split: use "
-                                  "folds: [1]")
-
-    def check_fraction(self, fraction: float) -> None:
-        if fraction != 1.0:
-            raise ConfigError(f"{self.experiment.path}: data_fractions: {fraction:g}: "
-                              "ChestX-ray14 has one official patient-level split: use "
-                              "data_fractions: [1.0]")
 
     def write_phantoms(self, dest: Path) -> None:
         write_chestxray14_collection(dest, **self.phantom_args())

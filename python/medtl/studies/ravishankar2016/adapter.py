@@ -26,12 +26,12 @@ import numpy as np
 from medtl import io
 from medtl.config import ConfigError, option, protocol_values
 from medtl.datasets.features import extract
+from medtl.datasets.formats.candidates import MANIFEST
 from medtl.errors import RunError
 from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
 from medtl.experiments.study import FoldData, RunInputs, StudyAdapter
 from medtl.infer import ArrayNet
 from medtl.nets.registry import get_model
-from medtl.paths import shown
 from medtl.studies.ravishankar2016.dataset import KidneyConfig, build
 from medtl.studies.ravishankar2016.evaluation import (
     DETECTION_RULE,
@@ -45,10 +45,8 @@ from medtl.studies.ravishankar2016.evaluation import (
     score_localisation,
 )
 from medtl.studies.ravishankar2016.haar import HaarBank
-from medtl.studies.ravishankar2016.phantoms import MANIFEST, write_kidney_collection
+from medtl.studies.ravishankar2016.phantoms import write_kidney_collection
 from medtl.studies.ravishankar2016.report import kidney_report
-
-MANIFEST_CSV = MANIFEST   # the candidate manifest's name inside a source folder
 
 
 @dataclass(frozen=True)
@@ -73,7 +71,10 @@ class KidneyAdapter(StudyAdapter):
     scoring_key = "evaluation"
     scoring_class = KidneyEvaluation
     phantom_class = KidneyPhantoms
-    source_help = (f"the kidney candidate manifest, or a folder holding {MANIFEST_CSV}; see "
+    source_file = MANIFEST
+    split_help = ("the kidney study has one subject-level split: use folds: [1] and "
+                  "data_fractions: [1.0]")
+    source_help = (f"the kidney candidate manifest, or a folder holding {MANIFEST}; see "
                    "data_prep/CANDIDATE_MANIFEST.md")
 
     @property
@@ -87,31 +88,13 @@ class KidneyAdapter(StudyAdapter):
             if self.config.patch_size < crop:
                 raise ConfigError(f"{where}: patch_size {self.config.patch_size} is smaller "
                                   f"than {cfg.model}'s input {crop}")
-        for fold in self.experiment.spec.folds:
-            if fold != 1:
-                raise ConfigError(f"{self.experiment.path}: folds: fold {fold}, but the kidney "
-                                  "study has one subject-level split: use folds: [1]")
-
-    def check_fraction(self, fraction: float) -> None:
-        if fraction != 1.0:
-            raise ConfigError(f"{self.experiment.path}: data_fractions: {fraction:g}: the "
-                              "kidney study has one subject-level split: use "
-                              "data_fractions: [1.0]")
 
     def write_phantoms(self, dest: Path) -> None:
         args = self.phantom_args()
         write_kidney_collection(dest, **{**args, "size": tuple(args["size"])})
 
-    def locate(self, path: Path) -> Path:
-        csv_path = path / MANIFEST_CSV if path.is_dir() else path
-        if not csv_path.is_file():
-            raise ConfigError(f"{self.experiment.path}: dataset.source: {shown(csv_path)} "
-                              f"does not exist ({self.source_help})")
-        return csv_path
-
     def build(self, source: Path, dest: Path, progress: bool) -> None:
-        build(source / MANIFEST_CSV if source.is_dir() else source, dest, self.config,
-              progress=progress)
+        build(source, dest, self.config, progress=progress)
 
     # -------------------------------------------------------------- evaluation
 

@@ -12,10 +12,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from medtl.datasets.formats.candidates import write_candidates
+from medtl.datasets.formats.candidates import MANIFEST, write_candidates
 from medtl.io import atomic_dir
-
-MANIFEST = "candidates.csv"
 
 
 def kidney_image(rng: np.random.Generator, w: int, h: int

@@ -21,7 +21,6 @@ ImtConfig) plus `adapter:`, the scoring options of `medtl.studies.tajbakhsh2016.
 
 from __future__ import annotations
 
-import csv
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -31,20 +30,23 @@ import numpy as np
 
 from medtl import io
 from medtl.config import protocol_values
-from medtl.datasets.formats.candidates import check_against_images, read_candidates
+from medtl.datasets.formats.candidates import (
+    MANIFEST,
+    check_against_images,
+    read_candidates,
+)
 from medtl.datasets.formats.images import read_gray
 from medtl.datasets.splits import SINGLE, reduction_name
 from medtl.errors import ConfigError, InputError
-from medtl.experiments.report.context import ReportBody, ReportContext
+from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
 from medtl.experiments.study import FoldData, RunInputs, StudyAdapter
 from medtl.metrics.froc import INTERPOLATION as FROC_INTERPOLATION
 from medtl.metrics.roc import INTERPOLATION as ROC_INTERPOLATION
 from medtl.nets.registry import ModelSpec, get_model
-from medtl.paths import shown
 from medtl.studies.tajbakhsh2016.applications import APPLICATIONS, build
 from medtl.studies.tajbakhsh2016.apps.imt import TEST_ROIS_CSV, read_test_rois
 from medtl.studies.tajbakhsh2016.dense import INTERFACES, DenseNet
-from medtl.studies.tajbakhsh2016.phantoms import MANIFEST, PHANTOMS
+from medtl.studies.tajbakhsh2016.phantoms import PHANTOMS
 from medtl.studies.tajbakhsh2016.report import tajbakhsh_report
 from medtl.studies.tajbakhsh2016.scoring import (
     OPTIONS,
@@ -56,19 +58,24 @@ from medtl.studies.tajbakhsh2016.scoring import (
 )
 
 
-def _read_index(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 class TajbakhshAdapter(StudyAdapter):
     """What the four applications share; subclasses add their test-set metadata and score."""
 
     paper = "tajbakhsh2016"
     application: ClassVar[str] = ""       # medtl.studies.tajbakhsh2016.applications key
     scoring_key = "adapter"
+    source_file = MANIFEST
+    split_help = "Tajbakhsh 2016 has one training / test split (use folds: [1])"
     source_help = (f"a folder holding {MANIFEST}, or the candidate manifest itself; see "
                    "data_prep/CANDIDATE_MANIFEST.md")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """An application's options, scoring options and phantoms follow from its name."""
+        if cls.application:
+            cls.options_class = APPLICATIONS[cls.application][0]
+            cls.scoring_class = OPTIONS[cls.application]
+            cls.phantom_class = PHANTOMS[cls.application][0]
+        super().__init_subclass__(**kwargs)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -78,9 +85,6 @@ class TajbakhshAdapter(StudyAdapter):
 
     def check(self) -> None:
         path = self.experiment.path
-        if any(fold != 1 for fold in self.experiment.spec.folds):
-            raise ConfigError(f"{path}: folds: Tajbakhsh 2016 has one training / test split "
-                              "(use folds: [1])")
         for cfg in self.experiment.configurations:
             self._check_model(get_model(cfg.model))
             if cfg.num_classes.value != len(self.classes):
@@ -97,9 +101,6 @@ class TajbakhshAdapter(StudyAdapter):
 
     def check_fraction(self, fraction: float) -> None:
         self.training_set(fraction)
-
-    def fold_count(self) -> int:
-        return 1
 
     def training_set(self, fraction: float) -> str:
         """The dataset folder of a data fraction's training set."""
@@ -123,22 +124,13 @@ class TajbakhshAdapter(StudyAdapter):
 
     # ------------------------------------------------------------------ data
 
-    def locate(self, path: Path) -> Path:
-        """The candidate manifest: `path` itself, or the candidates.csv inside it."""
-        found = path / MANIFEST if path.is_dir() else path
-        if not found.is_file():
-            raise ConfigError(f"{self.experiment.path}: dataset.source: {shown(found)} does "
-                              f"not exist ({self.source_help})")
-        return found
-
     def write_phantoms(self, dest: Path) -> None:
         args = {k: tuple(v) if isinstance(v, list) else v
                 for k, v in self.phantom_args().items()}
         PHANTOMS[self.application][1](dest, **args)
 
     def build(self, source: Path, dest: Path, progress: bool) -> None:
-        manifest = source / MANIFEST if source.is_dir() else source   # phantoms: the folder
-        build(self.application, manifest, dest, self.config, progress=progress)
+        build(self.application, source, dest, self.config, progress=progress)
 
     def fold_data(self, fold: int, fraction: float, seed: int, model: ModelSpec) -> FoldData:
         self._check_model(model)
@@ -174,7 +166,7 @@ class TajbakhshAdapter(StudyAdapter):
 
     def predictions(self, fold: FoldData, probs: np.ndarray) -> list[dict[str, Any]]:
         """Per candidate: the mean of its patches' positive-class probabilities (Sec. VI)."""
-        index = _read_index(fold.test_index)
+        index = read_csv(fold.test_index)
         if len(index) != len(probs):
             raise InputError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
         patches: dict[str, list[float]] = defaultdict(list)
@@ -210,9 +202,6 @@ class PolypAdapter(TajbakhshAdapter):
     builder = "tajbakhsh_polyp"
     application = "polyp"
     studies = ("polyp",)
-    options_class = APPLICATIONS["polyp"][0]
-    scoring_class = OPTIONS["polyp"]
-    phantom_class = PHANTOMS["polyp"][0]
 
     def describe(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cands = self.test_candidates({r["candidate_id"] for r in rows})
@@ -290,9 +279,6 @@ class PeAdapter(TajbakhshAdapter):
     builder = "tajbakhsh_pe"
     application = "pe"
     studies = ("pe",)
-    options_class = APPLICATIONS["pe"][0]
-    scoring_class = OPTIONS["pe"]
-    phantom_class = PHANTOMS["pe"][0]
 
     def describe(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         cands = self.test_candidates({r["candidate_id"] for r in rows})
@@ -326,9 +312,6 @@ class FramesAdapter(TajbakhshAdapter):
     builder = "tajbakhsh_frame"
     application = "frames"
     studies = ("frame",)
-    options_class = APPLICATIONS["frames"][0]
-    scoring_class = OPTIONS["frames"]
-    phantom_class = PHANTOMS["frames"][0]
 
     def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
         return score_frames(rows, self.scoring)
@@ -343,14 +326,11 @@ class ImtAdapter(TajbakhshAdapter):
     builder = "tajbakhsh_imt"
     application = "imt"
     studies = ("imt",)
-    options_class = APPLICATIONS["imt"][0]
-    scoring_class = OPTIONS["imt"]
-    phantom_class = PHANTOMS["imt"][0]
     positive_classes = (1, 2)
 
     def test_record(self, dbs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         rois = self.dataset_dir / TEST_ROIS_CSV
-        count = len(_read_index(rois)) if rois.is_file() else 0
+        count = len(read_csv(rois)) if rois.is_file() else 0
         if count == 0:
             raise ConfigError(f"{self.dataset_dir}: no test ROIs ({TEST_ROIS_CSV})")
         return {"path": TEST_ROIS_CSV, "index_file": TEST_ROIS_CSV, "count": count}

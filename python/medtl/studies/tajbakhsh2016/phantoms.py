@@ -29,13 +29,11 @@ from PIL import Image
 from scipy import ndimage
 
 from medtl.config import option
-from medtl.datasets.formats.candidates import write_candidates
+from medtl.datasets.formats.candidates import MANIFEST, write_candidates
 from medtl.datasets.formats.dicom import write_ct_series
 from medtl.datasets.formats.geometry import Geometry
 from medtl.datasets.formats.images import write_nifti
 from medtl.io import atomic_dir
-
-MANIFEST = "candidates.csv"
 
 
 def _split(index: int, total: int) -> str:
