@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import os
 import signal
 import subprocess
@@ -124,3 +125,15 @@ def test_divergence_stops_the_run_with_a_clear_error(caffe, datasets, tmp_path):
     spec = _run(datasets, tmp_path / "diverge", base_lr=1e4, epochs=3, selection="min_val_loss")
     with pytest.raises(DivergenceError, match=r"diverged|training loss is"):
         train(spec)
+
+
+def test_a_loss_far_above_chance_is_divergence_even_in_the_first_epoch(tmp_path):
+    from medtl.train.driver import _check_divergence
+
+    spec = TrainSpec(solver=tmp_path / "s", run_dir=tmp_path, iters_per_epoch=1,
+                     max_epochs=1, val_batches=1, selection="min_val_loss", seed=1,
+                     chance_loss=math.log(2))
+    _check_divergence(spec, 1, 0.9, 0.9, heads=1.0)            # a net still learning
+    with pytest.raises(DivergenceError, match="chance level"):
+        _check_divergence(spec, 1, 37.0, 37.0, heads=1.0)      # first epoch, saturated
+    _check_divergence(spec, 1, 3.0, 3.0, heads=1.6)            # GoogLeNet's three heads

@@ -297,3 +297,18 @@ def test_a_failed_run_is_retried_only_when_asked(results_root, tmp_path, caffe):
     retried = _medtl("run", str(path), "--no-progress", "--retry-failed")
     assert retried.returncode == 1
     assert len(list((run_dir / "failures").iterdir())) == 1      # the first failure is kept
+
+
+def test_a_run_killed_by_caffe_is_failed_and_an_interrupted_one_resumes(tmp_path):
+    import signal
+    from types import SimpleNamespace
+
+    from medtl.experiments.runner import _outcome
+
+    aborted = SimpleNamespace(run_dir=tmp_path / "aborted")
+    assert _outcome(aborted, -signal.SIGABRT).startswith("failed: the run died of SIGABRT")
+    failed = json.loads((aborted.run_dir / "failed.json").read_text())
+    assert failed["error"] == "SIGABRT" and "run.log" in failed["reason"]
+    killed = SimpleNamespace(run_dir=tmp_path / "killed")
+    assert _outcome(killed, -signal.SIGKILL) == "interrupted (SIGKILL); rerun to resume"
+    assert not (killed.run_dir / "failed.json").exists()

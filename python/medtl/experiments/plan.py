@@ -182,7 +182,6 @@ def run_settings(plan: Plan, run: RunPlan) -> dict[str, Any]:
         "initial_weights": pretrained_source(experiment, cfg),
         "dataset": plan.study.settings(),
         "scoring": plan.study.scoring_settings(),
-        "gpu": experiment.training.gpu is not None,
     }
 
 
@@ -216,7 +215,7 @@ def run_state(plan: Plan, run: RunPlan) -> RunState:
                                                if len(changed) > 4 else "")
             return RunState(State.STALE, f"settings changed: {listed}")
         if (folder / FINISHED).is_file():
-            if (plan.study.source_identity() is not None
+            if (plan.study.identity is not None
                     and recorded.get("dataset_key") != plan.study.dataset_key):
                 return RunState(State.STALE, "the data at dataset.source changed")
             return RunState(State.FINISHED)

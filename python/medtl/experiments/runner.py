@@ -52,7 +52,7 @@ from medtl.protocols import Configuration
 from medtl.provenance import Sourced
 from medtl.solver import plan_solver
 from medtl.surgery import weights_digest
-from medtl.train.driver import DivergenceError, TrainResult, TrainSpec, train
+from medtl.train.driver import TrainResult, TrainSpec, train
 
 LOG = "run.log"
 # A child that ends by one of these signals was interrupted (it resumes); by any other
@@ -81,6 +81,8 @@ def _record(plan: Plan, run: RunPlan, fold: FoldData) -> dict[str, Any]:
                     "test": to_results(fold.test), "train_size": fold.train_size,
                     "val_size": fold.val_size, "test_size": fold.test_size,
                     "manifest_sha256": fold.manifest_sha256},
+        "device": "CPU" if plan.experiment.training.gpu is None
+        else f"GPU {plan.experiment.training.gpu}",
         "medtl_version": __version__,
     }
 
@@ -104,19 +106,26 @@ def _write_nets(plan: Plan, run: RunPlan, fold: FoldData):
     return cfg, solver_plan, paths
 
 
+def _check_runnable(plan: Plan, run: RunPlan) -> State:
+    """The run's state, when it may be carried out (to run) or is done (finished); a stale
+    or failed run is refused with what to do."""
+    state = plan.state(run)
+    spec = shown(plan.experiment.path)
+    if state.state is State.STALE:
+        raise OutputExistsError(f"{run.run_dir} holds a run made under other settings "
+                                f"({state.detail}); it is never overwritten: `medtl run "
+                                f"{spec} --rerun-stale` moves it aside")
+    if state.state is State.FAILED:
+        raise RunError(f"{run.run_dir}: failed earlier ({state.detail}); `medtl run {spec} "
+                       "--retry-failed` runs it again")
+    return state.state
+
+
 def run_one(plan: Plan, run: RunPlan, *, progress: bool = True) -> dict[str, Any]:
     """Carry out one run (or finish an interrupted one); returns its metrics."""
-    state = plan.state(run)
     run_dir = run.run_dir
-    if state.state is State.FINISHED:
+    if _check_runnable(plan, run) is State.FINISHED:
         return json.loads((run_dir / FINISHED).read_text())
-    if state.state is State.STALE:
-        raise OutputExistsError(f"{run_dir} holds a run made under other settings "
-                                f"({state.detail}); it is never overwritten: `medtl run "
-                                f"{shown(plan.experiment.path)} --rerun-stale` moves it aside")
-    if state.state is State.FAILED:
-        raise RunError(f"{run_dir}: failed earlier ({state.detail}); `medtl run "
-                       f"{shown(plan.experiment.path)} --retry-failed` runs it again")
     experiment, study = plan.experiment, plan.study
     gpu = experiment.training.gpu
     fold = study.fold_data(run.fold, run.fraction, run.seed, get_model(run.config.model))
@@ -177,10 +186,11 @@ def _untrained(initial: Path | None, run_dir: Path) -> TrainResult:
                        trace=run_dir / "trace.csv")
 
 
-def record_failure(run_dir: Path, reason: str, kind: str) -> None:
-    """failed.json: why the run failed (`kind`: input, divergence, crash or bug)."""
+def record_failure(run_dir: Path, reason: str, error: str) -> None:
+    """failed.json: why the run failed (`error`: the kind of error, e.g. DivergenceError,
+    a signal that killed the run, or "bug: <exception>")."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    io.write_json(run_dir / FAILED, {"reason": reason, "kind": kind, "at": _now(),
+    io.write_json(run_dir / FAILED, {"reason": reason, "error": error, "at": _now(),
                                      "log": LOG})
 
 
@@ -189,18 +199,20 @@ def carry_out(spec_path: Path, run_id: str, *, progress: bool = True) -> int:
     failed.json. Returns the exit status: 0 done, 2 a reported error, 1 a bug (traceback)."""
     plan = load_plan(spec_path)
     run = plan.run(run_id)
+    if _check_runnable(plan, run) is State.FINISHED:      # its folder is left untouched
+        print(f"{run_id}: finished earlier")
+        return 0
     with tee_output(run.run_dir / LOG, f"medtl run-one {shown(spec_path)} {run_id}"):
         try:
             metrics = run_one(plan, run, progress=progress)
         except MedtlError as exc:
             if plan.state(run).state is State.TO_RUN:
-                kind = "divergence" if isinstance(exc, DivergenceError) else "input"
-                record_failure(run.run_dir, one_line(exc), kind)
+                record_failure(run.run_dir, one_line(exc), type(exc).__name__)
             print(f"error: {one_line(exc)}", file=sys.stderr)
             return 2
         except Exception as exc:
             record_failure(run.run_dir, f"{type(exc).__name__}: {one_line(exc)} (a bug in "
-                           "the kit: the traceback is in run.log)", "bug")
+                           "the kit: the traceback is in run.log)", f"bug: {type(exc).__name__}")
             traceback.print_exc()
             return 1
         print(f"{run_id}: finished; selected epoch {metrics['selected_epoch']}")
@@ -238,7 +250,7 @@ def _outcome(run: RunPlan, returncode: int) -> str:
         if sig in INTERRUPTS:
             return f"interrupted ({sig.name}); rerun to resume"
         record_failure(run.run_dir, f"the run died of {sig.name} (Caffe aborts this way on "
-                       f"a CHECK failure); see {shown(run.run_dir / LOG)}", "crash")
+                       f"a CHECK failure); see {shown(run.run_dir / LOG)}", sig.name)
     if failed.is_file():
         return f"failed: {json.loads(failed.read_text())['reason']}"
     return f"failed (exit {returncode}); see {shown(run.run_dir / LOG)}"

@@ -261,9 +261,14 @@ class StudyAdapter:
         return content_identity(self.source_path)
 
     @cached_property
+    def identity(self) -> str | None:
+        """`source_identity()`, read once (a real source may hold 100,000 files)."""
+        return self.source_identity()
+
+    @cached_property
     def dataset_key(self) -> str:
         """The cache key of the dataset: its settings and the identity of its source."""
-        return short_key({**self.settings(), "identity": self.source_identity()})
+        return short_key({**self.settings(), "identity": self.identity})
 
     @property
     def dataset_dir(self) -> Path:
