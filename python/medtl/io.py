@@ -104,9 +104,11 @@ def write_text(dest: Path, text: str) -> Path:
     return Path(dest)
 
 
-def write_json(dest: Path, data: Any, *, indent: int = 2) -> Path:
-    """`data` as JSON (keys sorted; non-JSON values such as paths as strings)."""
-    return write_text(dest, json.dumps(data, indent=indent, sort_keys=True, default=str) + "\n")
+def write_json(dest: Path, data: Any, *, indent: int = 2, sort_keys: bool = True) -> Path:
+    """`data` as JSON (keys sorted unless their order means something; non-JSON values such
+    as paths as strings)."""
+    return write_text(dest, json.dumps(data, indent=indent, sort_keys=sort_keys,
+                                       default=str) + "\n")
 
 
 def write_csv(dest: Path, rows: Iterable[dict[str, Any]],

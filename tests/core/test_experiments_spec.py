@@ -71,3 +71,15 @@ def test_deviations_from_the_paper_are_listed(tmp_path):
     assert "training.max_epochs = 2 (the paper's: 30)" in deviations
     assert "synthetic phantoms" in deviations
     assert "alexnet-l TL (not in the paper)" in deviations
+
+
+def test_the_spec_reference_is_generated_from_the_schema():
+    from medtl.experiments.specdoc import REFERENCE, spec_reference
+
+    text = spec_reference()
+    assert REFERENCE.read_text() == text, "experiments/README.md drifted: run `medtl generate`"
+    for key in ("`folds` | list of integer | `[1]` | >= 1; not empty",
+                "`training.max_epochs`", "`pretrained.source_task.images`",
+                "`dataset.options.evaluation`", "### `shin_ln`", "### `tajbakhsh_imt`",
+                "`dataset.phantom` (LnPhantoms)", "*paper*: Shin 2016 Sec. II"):
+        assert key in text, key

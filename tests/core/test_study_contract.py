@@ -10,12 +10,21 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from spec_helpers import tiny_ln_spec
 
+from medtl import cli
 from medtl.experiments.plan import load_plan
+
+
+def _cli(capsys, *args: str) -> SimpleNamespace:
+    """`medtl ARGS` in this process (what the command prints, its exit status)."""
+    code = cli.main(list(args))
+    printed = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=printed.out, stderr=printed.err)
 
 
 def _medtl(*args: str, env: dict | None = None, cwd: Path | None = None
@@ -77,12 +86,13 @@ def _merge(base: dict, change: dict) -> dict:
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SPECS))
-def test_run_list_rejects_a_bad_spec_before_building_anything(case, results_root, tmp_path):
+def test_run_list_rejects_a_bad_spec_before_building_anything(case, results_root, tmp_path,
+                                                              capsys):
     change, key = BAD_SPECS[case]
     good = yaml.safe_load(tiny_ln_spec(tmp_path).read_text())
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(_merge(good, change), sort_keys=False))
-    result = _medtl("run", str(bad), "--list")
+    result = _cli(capsys, "run", str(bad), "--list")
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
@@ -90,10 +100,10 @@ def test_run_list_rejects_a_bad_spec_before_building_anything(case, results_root
     assert not results_root.exists()
 
 
-def test_duplicate_yaml_keys_are_rejected_naming_the_line(results_root, tmp_path):
+def test_duplicate_yaml_keys_are_rejected_naming_the_line(results_root, tmp_path, capsys):
     path = tiny_ln_spec(tmp_path)
     path.write_text(path.read_text() + "seeds: [2]\n")
-    result = _medtl("run", str(path), "--list")
+    result = _cli(capsys, "run", str(path), "--list")
     assert result.returncode == 2
     assert "duplicate key 'seeds'" in result.stderr and "tiny.yaml" in result.stderr
     assert "Traceback" not in result.stderr
@@ -112,21 +122,21 @@ def test_a_relative_source_resolves_against_the_spec_folder(results_root, tmp_pa
 
 # ------------------------------------------------------------------ errors at the CLI
 
-def test_run_one_reports_an_input_error_in_one_line(results_root, tmp_path):
+def test_run_one_reports_an_input_error_in_one_line(results_root, tmp_path, capsys):
     path = tiny_ln_spec(tmp_path, configurations=["alexnet-h_tl"])
-    result = _medtl("run-one", str(path), "alexnet-h_tl__fold1__frac1__seed1")
+    result = _cli(capsys, "run-one", str(path), "alexnet-h_tl__fold1__frac1__seed1")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "pretrained.weights" in result.stderr.strip().splitlines()[-1]
 
 
-def test_run_one_with_an_unknown_run_id_is_one_line(results_root, tmp_path):
-    result = _medtl("run-one", str(tiny_ln_spec(tmp_path)), "nope")
+def test_run_one_with_an_unknown_run_id_is_one_line(results_root, tmp_path, capsys):
+    result = _cli(capsys, "run-one", str(tiny_ln_spec(tmp_path)), "nope")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "nope" in result.stderr
 
 
-def test_transplant_onto_an_existing_file_names_no_python_keyword(tmp_path, caffe):
+def test_transplant_onto_an_existing_file_names_no_python_keyword(tmp_path, caffe, capsys):
     from medtl.nets.cifarnet import cifarnet
     from medtl.nets.variants import deploy_net
     from medtl.prototxt import write_text
@@ -136,12 +146,13 @@ def test_transplant_onto_an_existing_file_names_no_python_keyword(tmp_path, caff
                      deploy_net(cifarnet, 2, (1, 3, 32, 32), "cifarnet"))
     weights = tmp_path / "w.caffemodel"
     random_weights(net, weights, seed=1)
-    result = _medtl("weights", "transplant", str(net), str(weights), str(net), str(weights))
+    result = _cli(capsys, "weights", "transplant", str(net), str(weights), str(net),
+                  str(weights))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "overwrite=True" not in result.stderr and str(weights) in result.stderr
 
 
-def test_a_partial_transfer_names_the_command_line_options(tmp_path, caffe):
+def test_a_partial_transfer_names_the_command_line_options(tmp_path, caffe, capsys):
     from medtl.nets.cifarnet import cifarnet
     from medtl.nets.variants import deploy_net
     from medtl.prototxt import write_text
@@ -152,7 +163,7 @@ def test_a_partial_transfer_names_the_command_line_options(tmp_path, caffe):
                        deploy_net(cifarnet, 3, (1, 3, 32, 32), "b"))
     weights = tmp_path / "w.caffemodel"
     random_weights(two, weights, seed=1)
-    result = _medtl("weights", "transplant", str(two), str(weights), str(three),
+    result = _cli(capsys, "weights", "transplant", str(two), str(weights), str(three),
                     str(tmp_path / "out.caffemodel"))
     assert result.returncode == 2
     assert "--allow-partial" in result.stderr and "allow_partial=" not in result.stderr

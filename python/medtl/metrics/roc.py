@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import stats
 
 from medtl.metrics import _validate as v
 from medtl.metrics._curves import Sweep, value_at
@@ -34,6 +33,14 @@ from medtl.metrics.bootstrap import (
     resample_counts,
 )
 from medtl.provenance import assumed, paper
+
+
+def _stats():
+    """scipy.stats, imported on first use: it costs ~1 s, which every `medtl` command would
+    pay at start-up otherwise."""
+    from scipy import stats
+
+    return stats
 
 OPERATING_FPRS = paper((0.10, 0.15, 0.20),
                        "Tajbakhsh et al. 2016, frame classification: ROC operating points at "
@@ -131,7 +138,7 @@ def roc_auc(labels: ArrayLike, scores: ArrayLike) -> float:
 
 
 def _mann_whitney(pos: np.ndarray, neg: np.ndarray) -> float:
-    ranks = stats.rankdata(np.r_[pos, neg])
+    ranks = _stats().rankdata(np.r_[pos, neg])
     m, n = pos.size, neg.size
     return float((ranks[:m].sum() - m * (m + 1) / 2.0) / (m * n))
 
@@ -150,9 +157,9 @@ def _delong_components(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np
     scores: V10 (per positive: fraction of negatives below, ties 1/2) and V01 (per negative:
     fraction of positives above)."""
     m, n = pos.shape[1], neg.shape[1]
-    within_pos = stats.rankdata(pos, axis=1)
-    within_neg = stats.rankdata(neg, axis=1)
-    overall = stats.rankdata(np.concatenate([pos, neg], axis=1), axis=1)
+    within_pos = _stats().rankdata(pos, axis=1)
+    within_neg = _stats().rankdata(neg, axis=1)
+    overall = _stats().rankdata(np.concatenate([pos, neg], axis=1), axis=1)
     v10 = (overall[:, :m] - within_pos) / n
     v01 = 1.0 - (overall[:, m:] - within_neg) / m
     return v10.mean(axis=1), v10, v01
@@ -170,7 +177,7 @@ def _delong_covariance(pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _z(level: float) -> float:
-    return float(stats.norm.ppf(0.5 + v.probability_level(level) / 2.0))
+    return float(_stats().norm.ppf(0.5 + v.probability_level(level) / 2.0))
 
 
 def delong_auc(labels: ArrayLike, scores: ArrayLike,
@@ -198,7 +205,7 @@ def delong_test(labels: ArrayLike, scores_a: ArrayLike, scores_b: ArrayLike,
     var = float(max(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1], 0.0))
     if var > 0:
         z = diff / np.sqrt(var)
-        p = float(2.0 * stats.norm.sf(abs(z)))
+        p = float(2.0 * _stats().norm.sf(abs(z)))
     else:  # identical rankings: no spread, the AUCs differ only if the difference is real
         z = 0.0 if diff == 0 else float(np.sign(diff) * np.inf)
         p = 1.0 if diff == 0 else 0.0

@@ -56,5 +56,5 @@ def build_report(spec_path: Path) -> Path:
                                  assumptions=[*plan.study.provenance_extra(),
                                               *body.assumptions])
     report = io.write_text(out_dir / "REPORT.md", "\n".join(lines) + "\n")
-    io.write_json(out_dir / "report.json", body.summary, indent=1)
+    io.write_json(out_dir / "report.json", body.summary, indent=1, sort_keys=False)  # spec order
     return report
