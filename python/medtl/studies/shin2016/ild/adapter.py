@@ -24,7 +24,6 @@ is the run's dataset hash). Folds are built as the spec's `folds` ask for them.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 from functools import cached_property
@@ -39,7 +38,7 @@ from medtl.config import option
 from medtl.datasets.folds import FoldError, Folds, read_folds, write_folds
 from medtl.datasets.formats.dicom import DicomError
 from medtl.errors import ConfigError, InputError, RunError
-from medtl.experiments.report.context import ReportBody, ReportContext
+from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
 from medtl.experiments.study import FoldData, StudyAdapter, short_key
 from medtl.nets.registry import ModelSpec
 from medtl.paths import resolve, shown
@@ -362,8 +361,7 @@ class ShinIldAdapter(StudyAdapter):
     def predictions(self, fold: FoldData, probs: np.ndarray) -> list[dict[str, Any]]:
         """Per test record: its patient, slice (patch: ROI id and position), truth, the
         predicted class and the six class probabilities."""
-        with open(fold.test_index, newline="") as f:
-            index = list(csv.DictReader(f))
+        index = read_csv(fold.test_index)
         k = len(self.class_names)
         if len(index) != len(probs):
             raise InputError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")

@@ -4,7 +4,6 @@ patient and candidate-level ROC."""
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from medtl.config import ConfigError, option
-from medtl.experiments.report.context import ReportBody, ReportContext
+from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
 from medtl.experiments.study import FoldData, StudyAdapter
 from medtl.nets.registry import ModelSpec
 from medtl.studies.shin2016.ln.dataset import LnConfig, build
@@ -91,8 +90,7 @@ class ShinLnAdapter(StudyAdapter):
 
     def predictions(self, fold: FoldData, probs: np.ndarray) -> list[dict[str, Any]]:
         """Per candidate: the mean of its views' node probabilities (Shin Sec. II)."""
-        with open(fold.test_index, newline="") as f:
-            index = list(csv.DictReader(f))
+        index = read_csv(fold.test_index)
         if len(index) != len(probs):
             raise ConfigError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
         views: dict[str, list[float]] = defaultdict(list)
@@ -109,10 +107,9 @@ class ShinLnAdapter(StudyAdapter):
     def nodes_of(self, patients: set[str]) -> dict[str, int]:
         """Annotated nodes per patient (the FROC's lesions)."""
         counts = dict.fromkeys(patients, 0)
-        with open(self.dataset_dir / "nodes.csv", newline="") as f:
-            for row in csv.DictReader(f):
-                if row["patient_id"] in counts:
-                    counts[row["patient_id"]] += 1
+        for row in read_csv(self.dataset_dir / "nodes.csv"):
+            if row["patient_id"] in counts:
+                counts[row["patient_id"]] += 1
         return counts
 
     def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
