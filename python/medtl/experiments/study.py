@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,8 +35,8 @@ import numpy as np
 
 from medtl import config as cfgmod
 from medtl import io
-from medtl.errors import ConfigError
-from medtl.experiments.report.context import ReportBody, ReportContext
+from medtl.errors import ConfigError, InputError
+from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
 from medtl.experiments.spec import Experiment
 from medtl.infer import predict_database
 from medtl.nets.registry import ModelSpec, get_model
@@ -305,6 +306,21 @@ class StudyAdapter:
                         train_size=train["count"], val_size=val["count"],
                         test_size=test["count"], manifest_sha256=io.sha256_file(manifest),
                         backend=backend)
+
+    def candidate_means(self, fold: FoldData, probs: np.ndarray
+                        ) -> list[tuple[dict[str, str], int, float]]:
+        """Per candidate of the test index (first-seen order): its index row, its number of
+        test records (views, patches) and the mean of their positive-class probabilities,
+        how the papers score a candidate from its test-time augmentations."""
+        index = read_csv(fold.test_index)
+        if len(index) != len(probs):
+            raise InputError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
+        scores: dict[str, list[float]] = defaultdict(list)
+        meta: dict[str, dict[str, str]] = {}
+        for row, p in zip(index, probs, strict=True):
+            scores[row["candidate_id"]].append(float(sum(p[c] for c in self.positive_classes)))
+            meta[row["candidate_id"]] = row
+        return [(meta[cid], len(v), float(np.mean(v))) for cid, v in scores.items()]
 
     def model_sizes(self) -> list[int]:
         """The input sizes of the spec's models (what a dataset stores per model)."""

@@ -166,19 +166,9 @@ class TajbakhshAdapter(StudyAdapter):
 
     def predictions(self, fold: FoldData, probs: np.ndarray) -> list[dict[str, Any]]:
         """Per candidate: the mean of its patches' positive-class probabilities (Sec. VI)."""
-        index = read_csv(fold.test_index)
-        if len(index) != len(probs):
-            raise InputError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
-        patches: dict[str, list[float]] = defaultdict(list)
-        meta: dict[str, dict[str, str]] = {}
-        for row, p in zip(index, probs, strict=True):
-            patches[row["candidate_id"]].append(float(sum(p[c] for c in
-                                                          self.positive_classes)))
-            meta[row["candidate_id"]] = row
-        rows = [{"candidate_id": cid, "group": meta[cid]["patient_id"],
-                 "label": int(meta[cid]["label"]), "patches": len(v),
-                 "score": float(np.mean(v))} for cid, v in patches.items()]
-        return self.describe(rows)
+        return self.describe([{"candidate_id": row["candidate_id"], "group": row["patient_id"],
+                               "label": int(row["label"]), "patches": patches, "score": score}
+                              for row, patches, score in self.candidate_means(fold, probs)])
 
     def describe(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Add what the scoring needs beyond the score (lesions, frames)."""

@@ -4,7 +4,6 @@ patient and candidate-level ROC."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,19 +89,10 @@ class ShinLnAdapter(StudyAdapter):
 
     def predictions(self, fold: FoldData, probs: np.ndarray) -> list[dict[str, Any]]:
         """Per candidate: the mean of its views' node probabilities (Shin Sec. II)."""
-        index = read_csv(fold.test_index)
-        if len(index) != len(probs):
-            raise ConfigError(f"{fold.test_index}: {len(index)} rows for {len(probs)} outputs")
-        views: dict[str, list[float]] = defaultdict(list)
-        meta: dict[str, dict[str, str]] = {}
-        for row, p in zip(index, probs, strict=True):
-            views[row["candidate_id"]].append(float(p[1]))
-            meta[row["candidate_id"]] = row
-        return [{"candidate_id": cid, "patient_id": meta[cid]["patient_id"],
-                 "label": int(meta[cid]["label"]), "node": meta[cid]["node"],
-                 "x": meta[cid]["x"], "y": meta[cid]["y"], "z": meta[cid]["z"],
-                 "views": len(v), "score": float(np.mean(v))}
-                for cid, v in views.items()]
+        return [{"candidate_id": row["candidate_id"], "patient_id": row["patient_id"],
+                 "label": int(row["label"]), "node": row["node"], "x": row["x"],
+                 "y": row["y"], "z": row["z"], "views": views, "score": score}
+                for row, views, score in self.candidate_means(fold, probs)]
 
     def nodes_of(self, patients: set[str]) -> dict[str, int]:
         """Annotated nodes per patient (the FROC's lesions)."""
