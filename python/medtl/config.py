@@ -24,7 +24,7 @@ import yaml
 from medtl.errors import ConfigError
 from medtl.provenance import Sourced
 
-__all__ = ["ConfigError", "describe", "field_names", "fields_of", "from_mapping", "load",
+__all__ = ["ConfigError", "describe", "fields_of", "from_mapping", "load",
            "load_yaml", "option", "parse_overrides", "protocol_values", "to_dict"]
 
 T = TypeVar("T")
@@ -240,10 +240,6 @@ def load(cls: type[T], path: Path | None = None, overrides: dict[str, Any] | Non
         mapping.update(loaded)
     mapping.update(overrides or {})
     return from_mapping(cls, mapping, where=str(path) if path and not overrides else "config")
-
-
-def field_names(config: Any) -> list[str]:
-    return [f.name for f in dataclasses.fields(config)]
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -104,10 +104,7 @@ class ArrayNet:
                 and self.mean.shape != x.shape[1:]:
             raise InferenceError(f"mean image of shape {self.mean.shape}, records are "
                                  f"{tuple(x.shape[1:])}")
-        x = x - self.mean
-        top = (x.shape[2] - self.height) // 2
-        left = (x.shape[3] - self.width) // 2
-        return x[:, :, top:top + self.height, left:left + self.width] * self.scale
+        return self._crop(x - self.mean) * self.scale
 
     def __call__(self, images: np.ndarray, blob: str = "prob", *, batch: int = 50,
                  preprocessed: bool = False) -> np.ndarray:

@@ -60,10 +60,6 @@ def register_protocol(paper: str, configs: list[Configuration]) -> list[Configur
     return PROTOCOLS.register(paper, configs)
 
 
-def papers() -> list[str]:
-    return list(PROTOCOLS)
-
-
 def configurations(paper: str | None = None) -> list[Configuration]:
     """Every configuration the papers report (one paper's, when given)."""
     if paper is None:

@@ -55,10 +55,6 @@ class Registry(Generic[T]):
         except KeyError:
             raise KeyError(f"unknown {self.what} {name!r} (known: {', '.join(self)})") from None
 
-    def __contains__(self, name: object) -> bool:
-        discover()
-        return name in self._items
-
     def __iter__(self) -> Iterator[str]:
         discover()
         return iter(sorted(self._items))

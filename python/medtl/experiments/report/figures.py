@@ -72,8 +72,8 @@ def trace_figure(runs: list[tuple[str, FinishedRun]], path: Path,
 
 
 def filter_figure(name: str, run: FinishedRun, fig_dir: Path) -> Path | None:
-    """The first convolution's filters of the selected weights as an RGB mosaic (channel 0
-    shown as red, as Caffe's BGR order is not undone here)."""
+    """The first convolution's filters of the selected weights as a colour mosaic (Shin
+    Fig. 12); Caffe's input channel 0 is drawn as red."""
     from medtl.surgery import read_weights
 
     weights = read_weights(run.run_dir / "selected.caffemodel")
