@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from medtl.datasets.hdf5_writer import Hdf5Writer
 from medtl.datasets.lmdb_writer import shuffled_order, write_lmdb
 from medtl.nets.cifarnet import cifarnet
 from medtl.nets.variants import DataSpec, train_net, val_net
@@ -21,7 +22,7 @@ from medtl.prototxt import write_text
 from medtl.solver import solver_param
 from medtl.surgery import read_weights
 from medtl.synthetic import blob_images
-from medtl.train.driver import DivergenceError, TrainSpec, train
+from medtl.train.driver import DivergenceError, TrainSpec, loss_layers, train, validate
 
 BATCH, N_TRAIN, N_VAL = 20, 200, 60
 
@@ -51,7 +52,7 @@ def _run(datasets: Path, run_dir: Path, *, base_lr: float = 0.01, epochs: int = 
         stepsize=ipe, max_iter=ipe * epochs, snapshot_prefix=run_dir / "unused",
         random_seed=11))
     return TrainSpec(solver=solver, run_dir=run_dir, iters_per_epoch=ipe, max_epochs=epochs,
-                     val_batches=N_VAL // BATCH, selection=selection, seed=7, progress=False)
+                     val_records=N_VAL, selection=selection, seed=7, progress=False)
 
 
 @pytest.mark.slow
@@ -92,7 +93,7 @@ def test_a_killed_run_resumes_to_the_same_result(caffe, datasets, tmp_path):
         "from medtl.train.driver import TrainSpec, train\n"
         f"train(TrainSpec(solver=Path({str(spec.solver)!r}), run_dir=Path({str(spec.run_dir)!r}),"
         f" iters_per_epoch={spec.iters_per_epoch}, max_epochs={spec.max_epochs},"
-        f" val_batches={spec.val_batches}, selection={spec.selection!r}, seed={spec.seed},"
+        f" val_records={spec.val_records}, selection={spec.selection!r}, seed={spec.seed},"
         " progress=False))\n")
     proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ))
     trace = spec.run_dir / "trace.csv"
@@ -131,9 +132,54 @@ def test_a_loss_far_above_chance_is_divergence_even_in_the_first_epoch(tmp_path)
     from medtl.train.driver import _check_divergence
 
     spec = TrainSpec(solver=tmp_path / "s", run_dir=tmp_path, iters_per_epoch=1,
-                     max_epochs=1, val_batches=1, selection="min_val_loss", seed=1,
+                     max_epochs=1, val_records=1, selection="min_val_loss", seed=1,
                      chance_loss=math.log(2))
     _check_divergence(spec, 1, 0.9, 0.9, heads=1.0)            # a net still learning
     with pytest.raises(DivergenceError, match="chance level"):
         _check_divergence(spec, 1, 37.0, 37.0, heads=1.0)      # first epoch, saturated
     _check_divergence(spec, 1, 3.0, 3.0, heads=1.6)            # GoogLeNet's three heads
+
+
+# ------------------------------------------------------------------ validation sees each record once
+
+N_ODD, ODD_BATCH = 49, 16   # 4 batches of 16 read 64 records: 15 of them twice
+
+
+def _odd_val_net(root: Path, backend: str) -> Path:
+    """A 49-class validation net over 49 records labelled 0..48: each label names its record."""
+    images, _ = blob_images(N_ODD, 32, seed=4)
+    labels = np.arange(N_ODD)
+    if backend == "lmdb":
+        write_lmdb(root / "odd", ((i, images[i], int(labels[i])) for i in range(N_ODD)))
+        data = DataSpec(str(root / "odd"), ODD_BATCH, mean_value=(110.0, 110.0, 110.0))
+    else:
+        writer = Hdf5Writer(root / "odd_h5", "odd", N_ODD, images.shape[1:])
+        for i in range(N_ODD):
+            writer.put(i, images[i] - 110.0, labels[i])
+        writer.close()
+        data = DataSpec(str(writer.list_file), ODD_BATCH, backend="hdf5")
+    return write_text(root / f"val_{backend}.prototxt", val_net(cifarnet, N_ODD, data, "odd"))
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "hdf5"])
+def test_every_validation_sees_each_record_exactly_once(caffe, tmp_path, backend):
+    net = caffe.Net(str(_odd_val_net(tmp_path, backend)), caffe.TEST)
+    losses = loss_layers(net)
+    for _ in range(3):   # the Data layer's window moves on between evaluations
+        result = validate(net, net, N_ODD, (1,), losses)
+        assert sorted(result.labels.tolist()) == list(range(N_ODD))
+        assert result.accuracy * N_ODD == pytest.approx(round(result.accuracy * N_ODD))
+        assert math.isfinite(result.loss)
+
+
+def test_the_validation_loss_is_the_mean_of_per_record_losses(caffe, tmp_path):
+    """Each record's loss as SoftmaxWithLoss computes it, averaged over the records once."""
+    net = caffe.Net(str(_odd_val_net(tmp_path, "lmdb")), caffe.TEST)
+    result = validate(net, net, N_ODD, (1,), loss_layers(net))
+    assert result.loss == pytest.approx(np.log(N_ODD), rel=0.05)   # untrained: near chance
+    scores = []
+    for _ in range(-(-N_ODD // ODD_BATCH)):
+        net.forward()
+        scores.append(float(net.blobs["loss"].data))
+    # Caffe's own batch means count the wrapped records; the kit's mean does not.
+    assert result.loss != pytest.approx(float(np.mean(scores)), rel=1e-9)
