@@ -140,7 +140,7 @@ def test_a_loss_far_above_chance_is_divergence_even_in_the_first_epoch(tmp_path)
     _check_divergence(spec, 1, 3.0, 3.0, heads=1.6)            # GoogLeNet's three heads
 
 
-# ------------------------------------------------------------------ validation sees each record once
+# ------------------------------------------------------------ validation sees each record once
 
 N_ODD, ODD_BATCH = 49, 16   # 4 batches of 16 read 64 records: 15 of them twice
 
