@@ -82,7 +82,9 @@ def plan_solver(recipe: SolverRecipe, train_size: int, val_size: int) -> SolverP
                            f"{recipe.step_epochs.value} epoch(s) x {ipe} iterations")
     vb = recipe.val_batch_size.value
     test_iter = derived(max(1, math.ceil(val_size / vb)),
-                        f"ceil({val_size} validation samples / batch {vb})")
+                        f"ceil({val_size} validation samples / batch {vb}); the kit's driver "
+                        f"scores each of the {val_size} records once, `caffe train`'s own "
+                        "test pass also rereads the first ones to fill the last batch")
     test_interval = assumed(ipe, "validation once per epoch, so the papers' snapshot selection "
                                  "(lowest val loss / highest val AUC) sees every epoch")
     snapshot = assumed(ipe, "a snapshot per epoch, so the selected epoch's weights are kept")

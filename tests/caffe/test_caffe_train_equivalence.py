@@ -44,8 +44,8 @@ def _setup(root: Path, model: str, *, size: int, crop: int, n_train: int, n_val:
     root.mkdir(parents=True, exist_ok=True)
     body = get_model(model).body
     mean = (110.0, 110.0, 110.0)
-    train_db = _lmdb(root.parent / f"{model}_train", n_train, size, 1)
-    val_db = _lmdb(root.parent / f"{model}_val", n_val, size, 2)
+    train_db = _lmdb(root / "train_db", n_train, size, 1)
+    val_db = _lmdb(root / "val_db", n_val, size, 2)
     train_path = write_text(root / "train.prototxt", train_net(
         body, 2, DataSpec(str(train_db), batch, crop_size=crop, mean_value=mean), model))
     val_path = write_text(root / "val.prototxt", val_net(
@@ -58,7 +58,7 @@ def _setup(root: Path, model: str, *, size: int, crop: int, n_train: int, n_val:
         random_seed=5, display=display, average_loss=3))
     return TrainSpec(solver=solver, run_dir=root / "kit", iters_per_epoch=ipe,
                      max_epochs=epochs, val_records=n_val, selection="min_val_loss",
-                     seed=5, progress=False)
+                     progress=False)
 
 
 def _caffe_train(spec: TrainSpec) -> tuple[Path, str]:

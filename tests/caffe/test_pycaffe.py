@@ -96,3 +96,20 @@ def test_a_gpu_asked_of_a_cpu_build_is_refused_not_aborted():
         pytest.skip("a CUDA build: asking it for a GPU is legitimate")
     with pytest.raises(caffe_env.NoGpuBuildError, match="CPU-only"):
         caffe_env.set_mode(0)
+
+
+def test_caffe_random_state_set_back_replays_the_same_draws(caffe, tmp_path):
+    """patches/caffe/0003: a state taken from Caffe's RNG, set back later, draws the same."""
+    net_file = tmp_path / "noise.prototxt"
+    net_file.write_text('layer { name: "noise" type: "DummyData" top: "noise" dummy_data_param '
+                        '{ shape { dim: 4 dim: 5 } data_filler { type: "gaussian" } } }')
+    net = caffe.Net(str(net_file), caffe.TRAIN)
+    rng = caffe._caffe
+    state = rng.get_random_state()
+    first = net.forward()["noise"].copy()
+    second = net.forward()["noise"].copy()
+    assert not np.array_equal(first, second)
+    rng.set_random_state(state)
+    np.testing.assert_array_equal(net.forward()["noise"], first)
+    with pytest.raises(ValueError, match="random state"):
+        rng.set_random_state("not a state")

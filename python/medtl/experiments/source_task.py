@@ -82,9 +82,9 @@ def pretrain(model: ModelSpec, dest: Path, task: SourceTask,
         model.body, classes, DataSpec(str(dest / "val_lmdb"), task.batch_size,
                                       mean_value=mean), name))
     ipe = (task.images - n_val) // task.batch_size
-    val_batches = max(1, n_val // task.batch_size)
     solver = write_text(dest / "solver.prototxt", solver_param(
-        train_net=train_path, test_net=val_path, test_iter=val_batches, test_interval=ipe,
+        train_net=train_path, test_net=val_path, test_iter=-(-n_val // task.batch_size),
+        test_interval=ipe,
         base_lr=task.base_lr, momentum=0.9, weight_decay=0.0005, lr_policy="fixed",
         max_iter=ipe * task.epochs, snapshot_prefix=dest / "unused", random_seed=task.seed))
     io.write_json(dest / "task.json", {
@@ -92,8 +92,8 @@ def pretrain(model: ModelSpec, dest: Path, task: SourceTask,
         "epochs": task.epochs, "batch_size": task.batch_size, "base_lr": task.base_lr,
         "seed": task.seed, "model": model.name, "input_size": size, "mean": mean})
     result = train(TrainSpec(solver=solver, run_dir=dest / "run", iters_per_epoch=ipe,
-                             max_epochs=task.epochs, val_batches=val_batches,
-                             selection="min_val_loss", seed=task.seed, progress=progress))
+                             max_epochs=task.epochs, val_records=n_val,
+                             selection="min_val_loss", progress=progress))
     write_text(definition, deploy_net(model.body, classes, (1, 3, size, size), name))
     io.copy_file(result.selected_weights, weights)
     return definition, weights

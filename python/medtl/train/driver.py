@@ -1,15 +1,26 @@
 """Training on pycaffe, epoch by epoch, with validation, snapshot selection and resume.
 
 One run = one solver prototxt (train net + validation net). Every epoch the driver steps the
-solver through the epoch's iterations, validates (loss, accuracy, ROC AUC), snapshots
-(caffemodel + solverstate), appends a row to `trace.csv` and keeps the snapshot the paper
-would keep: Shin's lowest validation loss, Tajbakhsh's highest validation AUC.
+solver through the epoch's iterations, validates (loss, accuracy, ROC AUC over each validation
+record exactly once), snapshots (caffemodel + solverstate + Caffe's random state), appends a row
+to `trace.csv` and keeps the snapshot the study's selection rule picks: the lowest
+validation loss or the highest validation AUC. `iterations.csv` holds Caffe's own learning rate and loss
+at every display interval of the solver, as `caffe train` prints them.
 
-Resume: a killed run restarts from its last epoch's solverstate and ends with the same weights
-as an uninterrupted one. Caffe's solverstate holds the iteration, the weights and the momentum
-history but neither the data layers' read positions nor the RNG; so the driver re-seeds Caffe
-at the start of every epoch, and on resume first pops the batches the data layers had already
-served (the prefetching Data layer reads an LMDB in key order).
+Exactly `caffe train`: Caffe is seeded once, by the solver's `random_seed`, and the driver
+draws nothing itself, so on CPU an uninterrupted run ends with the weights `caffe train
+--solver <the run's solver>` ends with, dropout masks and random crops included.
+
+Resume: a killed run restarts from its last epoch's snapshot and ends with the same weights as
+an uninterrupted one. Caffe's solverstate holds the iteration, the weights and the momentum
+history but neither the data layers' read positions nor the RNG. The driver rebuilds the
+solver (same seed: same initial draws and the same crop generators), restores the
+solverstate, pops the batches the data layers had already served (the Data layer reads an
+LMDB in key order; its crop generator advances as it served them), and sets Caffe's random
+state to the one saved with the snapshot (`caffe._caffe.get_random_state`, patches/caffe/0003), so
+the dropout masks continue where they stopped. On a GPU dropout draws from cuRAND, whose state
+is not saved: a resumed GPU run with dropout is not bit-identical (cuDNN is not deterministic
+either).
 """
 
 from __future__ import annotations
@@ -35,10 +46,10 @@ from medtl.surgery import check_weights_fit
 Selection = Literal["min_val_loss", "max_val_auc"]
 TRACE_FIELDS = ("epoch", "iteration", "learning_rate", "train_loss", "val_loss",
                 "val_accuracy", "val_auc", "seconds")
+ITERATION_FIELDS = ("iteration", "learning_rate", "loss", "smoothed_loss")
 CHANCE_FACTOR = assumed(10.0, "a net still learning stays within a few times the chance-level "
                               "loss over an epoch; ten times it is a net that diverged (e.g. "
                               "a saturated softmax, loss ~37 where chance is 0.69)")
-SEED_STRIDE = 1_000_003  # epoch seeds: seed * stride + epoch, distinct for every (seed, epoch)
 
 
 class DivergenceError(RunError):
@@ -53,9 +64,8 @@ class TrainSpec:
     run_dir: Path                     # where trace.csv, snapshots/ and selected.caffemodel go
     iters_per_epoch: int
     max_epochs: int
-    val_batches: int                  # validation batches per evaluation (the solver's test_iter)
+    val_records: int                  # validation records: each is scored once per evaluation
     selection: Selection
-    seed: int
     positive_classes: tuple[int, ...] = (1,)   # classes merged into "positive" for the AUC
     weights: Path | None = None       # initial weights (transplanted / pretrained), if any
     divergence_factor: float = 100.0  # stop when the epoch loss exceeds this x the first one
@@ -96,6 +106,10 @@ def _snapshot_files(prefix: Path, iteration: int) -> tuple[Path, Path]:
             Path(f"{prefix}_iter_{iteration}.solverstate"))
 
 
+def _random_state_file(prefix: Path, iteration: int) -> Path:
+    return Path(f"{prefix}_iter_{iteration}.rngstate")
+
+
 def _driver_solver(spec: TrainSpec) -> tuple[Path, Path]:
     """A copy of the solver in which only the driver validates and snapshots.
 
@@ -118,78 +132,186 @@ def _driver_solver(spec: TrainSpec) -> tuple[Path, Path]:
     return path, prefix
 
 
-def _read_trace(path: Path) -> list[dict[str, str]]:
+def _read_rows(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
 
 
-def _write_trace(path: Path, rows: list[dict]) -> None:
-    io.write_csv(path, rows, list(TRACE_FIELDS))
-
-
-def _append_trace(path: Path, row: dict) -> None:
+def _append_rows(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
     new = not path.is_file()
     with path.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=TRACE_FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields)
         if new:
             writer.writeheader()
-        writer.writerow(row)
+        writer.writerows(rows)
         f.flush()
         os.fsync(f.fileno())
 
 
 def _resume_point(spec: TrainSpec, prefix: Path, trace: Path) -> tuple[int, list[dict]]:
-    """The last epoch with both a solverstate and a trace row; the rows up to it."""
-    rows = _read_trace(trace)
+    """The last epoch with a solverstate, a random state and a trace row; the rows up to it."""
+    rows = _read_rows(trace)
     for row in reversed(rows):
-        epoch = int(row["epoch"])
-        _, state = _snapshot_files(prefix, epoch * spec.iters_per_epoch)
-        if state.is_file():
-            return epoch, [r for r in rows if int(r["epoch"]) <= epoch]
+        iteration = int(row["epoch"]) * spec.iters_per_epoch
+        _, state = _snapshot_files(prefix, iteration)
+        if state.is_file() and _random_state_file(prefix, iteration).is_file():
+            return int(row["epoch"]), [r for r in rows if int(r["epoch"]) <= int(row["epoch"])]
     return 0, []
 
 
 # ------------------------------------------------------------------ loss and validation
 
-def _loss_weights(net_path: Path) -> dict[str, float]:
-    """Top name -> loss weight of every loss layer (GoogLeNet's auxiliary heads: 0.3)."""
-    weights = {}
-    for layer in read_net(net_path).layer:
-        if layer.type.endswith("Loss"):
-            weights[layer.top[0]] = layer.loss_weight[0] if layer.loss_weight else 1.0
-    return weights
+FLT_MIN = np.float32(np.finfo(np.float32).tiny)   # SoftmaxWithLoss clamps its probability here
+SCORED_LOSSES = ("SoftmaxWithLoss", "SigmoidCrossEntropyLoss")
 
 
-def _validate(net, train_net, batches: int, positive: tuple[int, ...],
-              loss_weights: dict[str, float]) -> tuple[float, float, float]:
-    # Caffe's Solver::Test shares the trained weights before testing; so must we.
-    net.share_with(train_net)
-    losses, correct, count, scores, labels = [], 0, 0, [], []
-    for _ in range(batches):
-        out = net.forward()
-        losses.append(sum(float(out[k]) * w for k, w in loss_weights.items() if k in out))
-        prob = np.array(net.blobs["prob"].data, copy=True)
-        label = np.array(net.blobs["label"].data, copy=True).reshape(len(prob), -1)
-        if prob.ndim == 2 and label.shape[1] == 1:
-            truth = label[:, 0].astype(int)
-            # one sigmoid output: class 1 when p >= 0.5; softmax: the most probable class
-            guess = (prob[:, 0] >= 0.5).astype(int) if prob.shape[1] == 1 else prob.argmax(1)
-            correct += int((guess == truth).sum())
-            count += len(truth)
-            if prob.shape[1] > 1:
-                scores.append(prob[:, list(positive)].sum(axis=1))
-            else:
-                scores.append(prob[:, 0])
-            labels.append(np.isin(truth, positive) if prob.shape[1] > 1 else truth == 1)
-    accuracy = correct / count if count else float("nan")
-    auc = float("nan")
-    if scores:
-        y, s = np.concatenate(labels).astype(int), np.concatenate(scores)
-        if 0 < y.sum() < len(y):
-            auc = roc_auc(y, s)
-    return float(np.mean(losses)), accuracy, auc
+@dataclass(frozen=True)
+class LossHead:
+    """One loss layer: its top, its loss weight, and what it computes from which blobs."""
+
+    top: str
+    weight: float
+    kind: str
+    scores: str
+    label: str
+    per_output: bool = False   # a sigmoid loss normalised by outputs (VALID/FULL), not records
+
+    def per_record(self, net, take: int) -> np.ndarray:
+        """The loss of each of the first `take` records of the batch, as Caffe computes it."""
+        x = np.array(net.blobs[self.scores].data[:take], dtype=np.float32).reshape(take, -1)
+        label = np.array(net.blobs[self.label].data[:take]).reshape(take, -1)
+        if self.kind == "SoftmaxWithLoss":
+            e = np.exp(x - x.max(axis=1, keepdims=True))
+            prob = e / e.sum(axis=1, keepdims=True)
+            picked = prob[np.arange(take), label[:, 0].astype(int)]
+            return -np.log(np.maximum(picked, FLT_MIN).astype(np.float64))
+        x, t = x.astype(np.float64), label.astype(np.float64)
+        positive = (x >= 0).astype(np.float64)
+        loss = -(x * (t - positive) - np.log1p(np.exp(x - 2 * x * positive))).sum(axis=1)
+        return loss / x.shape[1] if self.per_output else loss
+
+
+def loss_layers(net_param) -> list[LossHead]:
+    """Every loss layer of a NetParameter (GoogLeNet: three, the auxiliary ones weighted 0.3)."""
+    pb = caffe_pb2().LossParameter
+    heads = []
+    for layer in net_param.layer:
+        if not layer.type.endswith("Loss"):
+            continue
+        if layer.type not in SCORED_LOSSES:
+            raise RunError(f"loss layer {layer.name!r} is a {layer.type}; the driver scores "
+                           f"{' and '.join(SCORED_LOSSES)}")
+        param = layer.loss_param
+        if param.HasField("normalization"):
+            mode = param.normalization
+        elif param.HasField("normalize"):
+            mode = pb.VALID if param.normalize else pb.BATCH_SIZE
+        else:   # each layer's own default
+            mode = pb.VALID if layer.type == "SoftmaxWithLoss" else pb.BATCH_SIZE
+        heads.append(LossHead(
+            top=layer.top[0], weight=layer.loss_weight[0] if layer.loss_weight else 1.0,
+            kind=layer.type, scores=layer.bottom[0], label=layer.bottom[1],
+            per_output=layer.type != "SoftmaxWithLoss" and mode in (pb.VALID, pb.FULL)))
+    return heads
+
+
+def _net_loss(blobs, heads: list[LossHead]) -> np.float32:
+    """The loss Caffe's Step adds up: loss-weighted tops, summed in float in layer order."""
+    total = np.float32(0)
+    for head in heads:
+        top = np.float32(np.asarray(blobs[head.top].data).reshape(-1)[0])
+        total = np.float32(total + top * np.float32(head.weight))
+    return total
+
+
+@dataclass(frozen=True)
+class Validation:
+    loss: float         # mean over the records of the loss-weighted sum of the heads' losses
+    accuracy: float
+    auc: float
+    labels: np.ndarray  # each scored record's label row, in the order read
+
+
+def validate(net, train_net, records: int, positive: tuple[int, ...],
+             heads: list[LossHead]) -> Validation:
+    """Score the validation net over `records` consecutive records, each exactly once.
+
+    Caffe's data layers cycle through their records, so a pass of ceil(n / batch) batches
+    reads n records and then wraps; only the first n count. Those are n consecutive records of
+    the cycle, that is every record once, wherever the previous evaluation left the cursor.
+    """
+    net.share_with(train_net)   # Caffe's Solver::Test shares the trained weights; so must we
+    batch = net.blobs["data"].data.shape[0]
+    losses, probs, labels, left = [], [], [], records
+    while left > 0:
+        net.forward()
+        take = min(batch, left)
+        losses.append(sum(h.weight * h.per_record(net, take) for h in heads))
+        probs.append(np.array(net.blobs["prob"].data[:take]).reshape(take, -1))
+        labels.append(np.array(net.blobs["label"].data[:take]).reshape(take, -1))
+        left -= take
+    prob, label = np.concatenate(probs), np.concatenate(labels)
+    accuracy, auc = _classification(prob, label, positive)
+    return Validation(float(np.mean(np.concatenate(losses))), accuracy, auc, label[:, 0]
+                      if label.shape[1] == 1 else label)
+
+
+def _classification(prob: np.ndarray, label: np.ndarray,
+                    positive: tuple[int, ...]) -> tuple[float, float]:
+    """Accuracy and ROC AUC of single-label outputs (NaN for multi-label ones)."""
+    if label.shape[1] != 1:
+        return float("nan"), float("nan")
+    truth = label[:, 0].astype(int)
+    if prob.shape[1] == 1:   # one sigmoid output: class 1 when p >= 0.5
+        guess, score, is_positive = (prob[:, 0] >= 0.5).astype(int), prob[:, 0], truth == 1
+    else:
+        guess, is_positive = prob.argmax(1), np.isin(truth, positive)
+        score = prob[:, list(positive)].sum(axis=1)
+    accuracy = float((guess == truth).mean())
+    y = is_positive.astype(int)
+    auc = roc_auc(y, score) if 0 < y.sum() < len(y) else float("nan")
+    return accuracy, float(auc)
+
+
+class IterationLog:
+    """`iterations.csv`: at each display interval, the rate Caffe applies and its losses.
+
+    The smoothed loss is Caffe's `Solver::UpdateSmoothedLoss` over `average_loss` iterations,
+    in Caffe's float arithmetic, so a row reads like `caffe train`'s "Iteration N, lr = ..."
+    and "Iteration N (...), loss = ..." lines. Like Caffe's, it restarts on resume.
+    """
+
+    def __init__(self, path: Path, display: int, average_loss: int, start: int) -> None:
+        self.path, self.every, self.window, self.start = path, max(display, 1), \
+            max(average_loss, 1), start
+        self.losses: list[np.float32] = []
+        self.smoothed = np.float32(0)
+        self.pending: list[dict] = []
+
+    def add(self, iteration: int, rate: float, loss: np.float32) -> None:
+        if len(self.losses) < self.window:
+            self.losses.append(loss)
+            size = np.float32(len(self.losses))
+            self.smoothed = np.float32((self.smoothed * (size - 1) + loss) / size)
+        else:
+            i = (iteration - self.start) % self.window
+            self.smoothed = np.float32(self.smoothed
+                                       + (loss - self.losses[i]) / np.float32(self.window))
+            self.losses[i] = loss
+        if iteration % self.every == 0:
+            self.pending.append(dict(iteration=iteration, learning_rate=rate, loss=float(loss),
+                                     smoothed_loss=float(self.smoothed)))
+
+    def flush(self) -> None:
+        _append_rows(self.path, ITERATION_FIELDS, self.pending)
+        self.pending = []
+
+    def truncate(self, before: int) -> None:
+        """Keep the rows of iterations before `before` (the resume point)."""
+        rows = [r for r in _read_rows(self.path) if int(r["iteration"]) < before]
+        io.write_csv(self.path, rows, list(ITERATION_FIELDS))
 
 
 def _better(selection: Selection, value: float, best: float | None) -> bool:
@@ -208,9 +330,13 @@ def _selection_value(selection: Selection, row: dict) -> float:
 
 def train(spec: TrainSpec) -> TrainResult:
     """Run (or resume) training to `max_epochs`; returns the selected snapshot."""
-    if spec.iters_per_epoch <= 0 or spec.max_epochs <= 0 or spec.val_batches <= 0:
-        raise ValueError("iters_per_epoch, max_epochs and val_batches must be positive")
+    if spec.iters_per_epoch <= 0 or spec.max_epochs <= 0 or spec.val_records <= 0:
+        raise ValueError("iters_per_epoch, max_epochs and val_records must be positive")
     c = caffe()
+    rng = c._caffe   # patches/caffe/0003 adds get/set_random_state to the extension module
+    if not hasattr(rng, "get_random_state"):
+        raise RunError(f"pycaffe at {c.__file__} lacks get_random_state: build Caffe with the "
+                       "kit's patches (`make setup`, patches/caffe/0003)")
     set_mode(spec.gpu)
     spec.run_dir.mkdir(parents=True, exist_ok=True)
     _snapshot_dir(spec).mkdir(exist_ok=True)
@@ -219,22 +345,21 @@ def train(spec: TrainSpec) -> TrainResult:
     resumed, rows = _resume_point(spec, prefix, trace)
 
     solver = c.get_solver(str(solver_path))
+    params = read_solver(spec.solver)
     train_net_path = Path(read_solver(solver_path).train_net)
-    loss_weights = _loss_weights(train_net_path)
+    train_heads = loss_layers(read_net(train_net_path))
+    val_heads = loss_layers(read_net(Path(params.test_net[0])))
     test_net = solver.test_nets[0]
+    log = IterationLog(spec.run_dir / "iterations.csv", params.display, params.average_loss,
+                       resumed * spec.iters_per_epoch)
     if resumed:
         print(f"resuming after epoch {resumed} of {spec.max_epochs}", flush=True)
-        _, state = _snapshot_files(prefix, resumed * spec.iters_per_epoch)
-        solver.restore(str(state))
-        _write_trace(trace, rows)
-        # Pop what the data layers served before the interruption (see module docstring).
-        for _ in range(resumed * spec.iters_per_epoch):
-            solver.net.forward(end=solver.net._layer_names[0])
-        for _ in range(resumed * spec.val_batches):
-            test_net.forward(end=test_net._layer_names[0])
+        _restore(spec, rng, solver, prefix, resumed)
+        io.write_csv(trace, rows, list(TRACE_FIELDS))
+        log.truncate(resumed * spec.iters_per_epoch)
     else:
-        if trace.exists():
-            trace.unlink()
+        for stale in (trace, log.path):
+            stale.unlink(missing_ok=True)
         if spec.weights is not None:
             check_weights_fit(solver.net, spec.weights, train_net_path, require_all=False)
             solver.net.copy_from(str(spec.weights))
@@ -251,35 +376,35 @@ def train(spec: TrainSpec) -> TrainResult:
     try:
         for epoch in range(resumed + 1, spec.max_epochs + 1):
             start = time.time()
-            c.set_random_seed(spec.seed * SEED_STRIDE + epoch)
-            epoch_losses = []
+            epoch_losses, rate = [], float("nan")
             for _ in range(spec.iters_per_epoch):
+                iteration, rate = solver.iter, float(solver.lr)
                 solver.step(1)
-                blobs = solver.net.blobs
-                loss = sum(float(blobs[k].data) * w for k, w in loss_weights.items())
-                _check_finite(spec, solver, loss, epoch)
-                epoch_losses.append(loss)
+                loss = _net_loss(solver.net.blobs, train_heads)
+                _check_finite(spec, solver, float(loss), epoch)
+                log.add(iteration, rate, loss)
+                epoch_losses.append(float(loss))
                 if bar is not None:
                     bar.update(1)
             train_loss = float(np.mean(epoch_losses))
             first_loss = train_loss if first_loss is None else first_loss
             _check_divergence(spec, epoch, train_loss, first_loss,
-                              sum(loss_weights.values()))
-            val_loss, val_acc, val_auc = _validate(test_net, solver.net, spec.val_batches,
-                                                   spec.positive_classes, loss_weights)
-            solver.snapshot()
-            row = dict(epoch=epoch, iteration=solver.iter,
-                       learning_rate=_current_lr(solver_path, solver.iter - 1),
-                       train_loss=train_loss, val_loss=val_loss, val_accuracy=val_acc,
-                       val_auc=val_auc, seconds=round(time.time() - start, 3))
-            _append_trace(trace, row)
+                              sum(h.weight for h in train_heads))
+            val = validate(test_net, solver.net, spec.val_records, spec.positive_classes,
+                           val_heads)
+            _snapshot(rng, solver, prefix)
+            log.flush()
+            row = dict(epoch=epoch, iteration=solver.iter, learning_rate=rate,
+                       train_loss=train_loss, val_loss=val.loss, val_accuracy=val.accuracy,
+                       val_auc=val.auc, seconds=round(time.time() - start, 3))
+            _append_rows(trace, TRACE_FIELDS, [row])
             value = _selection_value(spec.selection, row)
             if _better(spec.selection, value, best):
                 best_epoch, best = epoch, value
             _prune(prefix, spec, keep_epochs={epoch, best_epoch})
             _say(bar, f"epoch {epoch}/{spec.max_epochs}: train loss {train_loss:.4f}, "
-                      f"val loss {val_loss:.4f}, val accuracy {val_acc:.4f}, val AUC "
-                      f"{val_auc:.4f}, lr {row['learning_rate']:.3g}, {row['seconds']:.1f} s")
+                      f"val loss {val.loss:.4f}, val accuracy {val.accuracy:.4f}, val AUC "
+                      f"{val.auc:.4f}, lr {rate:.3g}, {row['seconds']:.1f} s")
     finally:
         if bar is not None:
             bar.close()
@@ -291,6 +416,26 @@ def train(spec: TrainSpec) -> TrainResult:
     selected = io.copy_file(model, spec.run_dir / "selected.caffemodel")
     return TrainResult(best_epoch, float(best), spec.selection, spec.max_epochs, resumed,
                        selected, trace)
+
+
+def _snapshot(rng, solver, prefix: Path) -> None:
+    """Caffe's caffemodel + solverstate, then Caffe's random state beside them."""
+    solver.snapshot()
+    io.write_text(_random_state_file(prefix, solver.iter), rng.get_random_state())
+
+
+def _restore(spec: TrainSpec, rng, solver, prefix: Path, epoch: int) -> None:
+    """Bring a fresh solver to where the run stood after `epoch` (see the module docstring)."""
+    iteration = epoch * spec.iters_per_epoch
+    _, state = _snapshot_files(prefix, iteration)
+    solver.restore(str(state))
+    test_net = solver.test_nets[0]
+    val_batches = -(-spec.val_records // test_net.blobs["data"].data.shape[0])
+    for _ in range(iteration):
+        solver.net.forward(end=solver.net._layer_names[0])
+    for _ in range(epoch * val_batches):
+        test_net.forward(end=test_net._layer_names[0])
+    rng.set_random_state(_random_state_file(prefix, iteration).read_text())
 
 
 def _check_divergence(spec: TrainSpec, epoch: int, train_loss: float, first_loss: float,
@@ -326,19 +471,14 @@ def _check_finite(spec: TrainSpec, solver, loss: float, epoch: int) -> None:
                                       "finite (the training loss diverged)")
 
 
-def _current_lr(solver_path: Path, iteration: int) -> float:
-    from medtl.inspect_net import learning_rate
-
-    return learning_rate(read_solver(solver_path), max(iteration, 0))
-
-
 def _prune(prefix: Path, spec: TrainSpec, keep_epochs: set[int]) -> None:
-    """Keep the latest solverstate (resume) and the caffemodels of the latest and best epochs."""
+    """Keep the latest solverstate and random state (resume) and the caffemodels of the latest
+    and best epochs."""
     latest = max(keep_epochs)
     for path in _snapshot_dir(spec).glob(f"{prefix.name}_iter_*"):
         iteration = int(path.name.rsplit("_iter_", 1)[1].split(".")[0])
         epoch = iteration // spec.iters_per_epoch
-        keep = (epoch == latest) if path.suffix == ".solverstate" else epoch in keep_epochs
+        keep = epoch in keep_epochs if path.suffix == ".caffemodel" else epoch == latest
         if not keep:
             path.unlink()
 
