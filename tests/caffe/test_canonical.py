@@ -44,6 +44,12 @@ def test_every_canonical_train_net_runs_forward_and_backward(caffe, net_path):
         tmp.write(text_format.MessageToString(runnable))
         tmp.flush()
         net = caffe.Net(tmp.name, caffe.TRAIN)
+    for layer in runnable.layer:
+        # A frozen BatchNorm normalises with its stored statistics, which a fresh net has as
+        # zeros; pretrained weights, which every frozen base starts from, give real ones.
+        if layer.type == "BatchNorm" and layer.batch_norm_param.use_global_stats:
+            _, variance, factor = net.params[layer.name]
+            variance.data[...], factor.data[...] = 1, 1
     rng = np.random.default_rng(0)
     net.blobs["data"].data[...] = rng.normal(0, 1, net.blobs["data"].data.shape)
     net.blobs["label"].data[...] = 0

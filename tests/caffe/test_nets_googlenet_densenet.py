@@ -143,15 +143,28 @@ def test_googlenet_h_auxiliary_losses_weigh_0_3_and_only_in_train(gh_train, tmp_
     _, ours = gh_train
     text = str(ours)
     assert text.count("loss_weight: 0.3") == 2
-    losses = {layer.name: (list(layer.bottom), list(layer.loss_weight))
+    losses = {layer.name: (list(layer.bottom), list(layer.top), list(layer.loss_weight))
               for layer in ours.layer if layer.type == "SoftmaxWithLoss"}
+    # Caffe 1.0's bvlc_googlenet: layers loss1/loss, loss2/loss, loss3/loss3 (the kit named
+    # the auxiliary layers after their tops, loss1/loss1 and loss2/loss2, before issue 10)
     assert losses == {
-        "loss1/loss1": (["loss1/classifier_new", "label"], [pytest.approx(0.3)]),
-        "loss2/loss2": (["loss2/classifier_new", "label"], [pytest.approx(0.3)]),
-        "loss3/loss3": (["loss3/classifier_new", "label"], []),
+        "loss1/loss": (["loss1/classifier_new", "label"], ["loss1/loss1"], [pytest.approx(0.3)]),
+        "loss2/loss": (["loss2/classifier_new", "label"], ["loss2/loss2"], [pytest.approx(0.3)]),
+        "loss3/loss3": (["loss3/classifier_new", "label"], ["loss3/loss3"], []),
     }
     deploy = deploy_net(googlenet.googlenet_h, 2, (1, 3, 224, 224), "GoogLeNet-H")
     assert not [layer.name for layer in deploy.layer if layer.name.startswith(("loss1", "loss2"))]
+
+
+def test_googlenet_loss_layers_and_tops_are_named_as_bvlc(bvlc_train_val, gh_train):
+    _, ours = gh_train
+    theirs = [(layer.name, list(layer.top)) for layer in bvlc_train_val.layer
+              if layer.type == "SoftmaxWithLoss"]
+    mine = [(layer.name, list(layer.top)) for layer in ours.layer
+            if layer.type == "SoftmaxWithLoss"]
+    assert sorted(mine) == sorted(theirs) == [("loss1/loss", ["loss1/loss1"]),
+                                              ("loss2/loss", ["loss2/loss2"]),
+                                              ("loss3/loss3", ["loss3/loss3"])]
 
 
 def test_googlenet_h_has_every_bvlc_deploy_parameter_with_its_shape(caffe, tmp_path):

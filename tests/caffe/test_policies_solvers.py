@@ -158,16 +158,18 @@ def test_inspect_names_the_problem_with_bad_input(tmp_path):
 
 def test_every_configuration_separates_paper_values_from_assumptions():
     configs = configurations()
-    assert len(configs) == 80
+    assert len(configs) == 84   # 80, and Boit 2019's strategies under SGD and RMSprop (issue 10)
     for cfg in configs:
         prov = cfg.provenance()
         for key, value in prov.items():
             assert value.describe(), f"{cfg.paper}/{cfg.id}: {key} has no provenance"
     table_ii = next(c for c in configs if c.paper == "tajbakhsh2016" and c.id == "alexnet-h_fc8")
     assert table_ii.provenance()["solver.gamma"].source == "Tajbakhsh 2016 Table II"
+    # issue 10 item 6: Caffe's random crop, mean subtraction and (no) mirroring are assumed too
     assert set(table_ii.assumptions()) == {"solver.weight_decay", "solver.batch_size",
                                            "solver.max_epochs", "solver.val_batch_size",
-                                           "policy.decay_mults"}
+                                           "policy.decay_mults", "transform.crop_size",
+                                           "transform.mean_file", "transform.mirror"}
 
 
 def test_an_unknown_model_is_refused_with_the_known_names():

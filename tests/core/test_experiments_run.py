@@ -50,6 +50,7 @@ def test_a_run_produces_every_file_and_a_second_run_trains_nothing(results_root,
     report = build_report(spec_path)
     text = report.read_text()
     assert "| CifarNet | 1 |" in text and "0.91, 0.70" in text
+    assert "Hit rule: tcia_link: a candidate hits the node it is linked to" in text
     assert "training.max_epochs = 2 (the paper's: 30)" in text
     assert "assumed" in text
     for figure in ("froc.png", "training_traces.png", "filters_cifarnet_ri.png",

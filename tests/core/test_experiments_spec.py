@@ -78,7 +78,7 @@ def test_the_spec_reference_is_generated_from_the_schema():
 
     text = spec_reference()
     assert REFERENCE.read_text() == text, "experiments/README.md drifted: run `medtl generate`"
-    for key in ("`folds` | list of integer | `[1]` | >= 1; not empty",
+    for key in ("`folds` | list of integer or 'all' | `[1]` | >= 1; not empty",
                 "`training.max_epochs`", "`pretrained.source_task.images`",
                 "`dataset.options.evaluation`", "### `shin_ln`", "### `tajbakhsh_imt`",
                 "`dataset.phantom` (LnPhantoms)", "*paper*: Shin 2016 Sec. II"):

@@ -173,17 +173,18 @@ def test_stored_records_are_the_preprocessed_centre_crops(binary, collection):
 
 
 def test_multilabel_and_augmented_sets_are_deterministic(collection, tmp_path):
-    cfg = ChestXray14Config(**SMALL, task="multilabel", train_augmented_copies=2, seed=3)
+    cfg = ChestXray14Config(**SMALL, task="multilabel", plain_train=False,
+                            augmented_train=True, train_augmented_copies=2, seed=3)
     a = build(collection, tmp_path / "a", cfg, progress=False)
     b = build(collection, tmp_path / "b", cfg, progress=False)
     report = check_dataset(a)
     assert report.ok, [d.problems for d in report.databases]
-    da, la = read_hdf5_list(a / "train" / "train.txt")
-    db, lb = read_hdf5_list(b / "train" / "train.txt")
+    da, la = read_hdf5_list(a / "train_augmented" / "train_augmented.txt")
+    db, lb = read_hdf5_list(b / "train_augmented" / "train_augmented.txt")
     np.testing.assert_array_equal(da, db)
     np.testing.assert_array_equal(la, lb)
     assert la.shape[1] == 14 and set(np.unique(la)) <= {0.0, 1.0}
-    with open(a / "train_index.csv", newline="") as f:
+    with open(a / "train_augmented_index.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["copy"] for r in rows} == {"0", "1"}
     copies: dict[str, list[int]] = {}
@@ -195,8 +196,10 @@ def test_multilabel_and_augmented_sets_are_deterministic(collection, tmp_path):
         expect = [int(f in r["findings"].split("|")) for f in FINDINGS]
         assert la[int(r["rank"])].tolist() == expect
     other = build(collection, tmp_path / "c", ChestXray14Config(
-        **SMALL, task="multilabel", train_augmented_copies=2, seed=4), progress=False)
-    assert not np.array_equal(read_hdf5_list(other / "train" / "train.txt")[0], da)
+        **SMALL, task="multilabel", plain_train=False, augmented_train=True,
+        train_augmented_copies=2, seed=4), progress=False)
+    assert not np.array_equal(
+        read_hdf5_list(other / "train_augmented" / "train_augmented.txt")[0], da)
 
 
 def test_keras_transform_matrix_and_pure_shift():

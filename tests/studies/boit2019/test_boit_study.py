@@ -85,7 +85,8 @@ def test_chestxray14_study_runs_scores_and_reports(results_root, tmp_path, caffe
 
     report = build_report(spec_path)
     text = report.read_text()
-    assert "| DenseNet-121 feature extraction | 1 |" in text and "| 0.96 |" in text
+    assert "| DenseNet-121 feature extraction, Adam | 1 |" in text and "| 0.96 |" in text
+    assert "Fine-tuning with Data Augmentation" in text
     assert "majority-class accuracy" in text and "| test |" in text
     assert "training.batch_size = 2 (the paper's: 32)" in text
     assert "dataset `val_fraction` = 0.25" in text

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from medtl import config
+from medtl.datasets.channels import to_caffe
 from medtl.datasets.check import check_dataset, read_through_caffe
 from medtl.datasets.folds import read_folds
 from medtl.datasets.manifest import read_manifest
@@ -133,8 +134,9 @@ def test_patch_level_records_are_the_roi_patches(database, tmp_path):
         y, x = int(row["row"]), int(row["col"])
         mask = ild_dataset._roi_mask(roi, hu.shape)
         assert mask[y:y + 16, x:x + 16].mean() >= 0.75
-        expected = ild_dataset.resize(ild_dataset.to_rgb(hu[y:y + 16, x:x + 16],
-                                                         _cfg().windows), 32)
+        # the windows' picture (lung R) in Caffe's order: lung in channel 2
+        expected = ild_dataset.resize(to_caffe(ild_dataset.to_rgb(hu[y:y + 16, x:x + 16],
+                                                                  _cfg().windows)), 32)
         rank = int(row["rank"])
         np.testing.assert_array_equal(data[rank], expected.astype(np.float32))
         assert int(labels[rank]) == int(row["label"])

@@ -105,6 +105,8 @@ def test_the_report_sets_the_scores_beside_the_paper(study):
     assert "| NM | " in text and "(0.68)" in text  # Table V beside our confusion matrix
     assert "training.max_epochs = 1 (the paper's: 90)" in text
     assert "folds: 1 of the split's 6 folds run" in text
+    assert "### Annotated slices per fold (beside Table I)" in text
+    assert "| published: Shin 2016 Table I | 30.2 |" in text and "| fold 6 |" in text
     assert "dataset `val_fraction` = 0.2" in text
     figures = study["report"].parent / "figures"
     for figure in ("confusion.png", "training_traces.png", "filters_cifarnet_ri.png"):
@@ -186,14 +188,17 @@ def test_every_ild_spec_has_valid_options_and_its_table(path, tmp_path, monkeypa
     refs = published_references(plan.published.for_study(plan.experiment.spec.study),
                                 adapter.level, adapter.config.split, adapter.prior)
     expected = {"ild_patch_cv5": "Table III (Patch-CV5)", "ild_slice_cv5": "Table III (Slice-CV5)",
-                "ild_patch_loo": "Table VI (Patch-LOO)",
-                "ild_prior_equal": "Table VIII (ILD-Patch, equal prior",
-                "ild_prior_biased": "Table VIII (ILD-Patch, biased prior",
+                "ild_patch_loo": "Table VI (Patch-LOO)", "ild_slice_loo": "Table VI (Slice-LOO)",
+                "ild_patch32_cv5": "Table III (Patch-CV5)",
+                "ild_patch_prior_equal": "Table VIII (ILD-Patch, equal prior",
+                "ild_patch_prior_biased": "Table VIII (ILD-Patch, biased prior",
+                "ild_slice_prior_equal": "Table VIII (ILD-Slice, equal prior",
+                "ild_slice_prior_biased": "Table VIII (ILD-Slice, biased prior",
                 "ild_slice_random": ""}[path.stem]
     assert expected in refs.accuracy_source and bool(refs.accuracy) == bool(expected)
     if path.stem == "ild_slice_random":
         assert "Slice-Random" in refs.f1_source and len(refs.f1) == 6
-    if path.stem.startswith("ild_prior"):
+    if path.stem.startswith("ild_patch_prior"):
         assert refs.accuracy_metric == "balanced_accuracy"
         assert refs.accuracy["GoogLeNet-TL"] == (0.953 if "equal" in path.stem else 0.952)
 

@@ -12,6 +12,7 @@ import pytest
 from scipy import ndimage
 
 from medtl import config
+from medtl.datasets.channels import to_caffe
 from medtl.datasets.check import check_dataset, read_through_caffe
 from medtl.datasets.folds import read_folds
 from medtl.datasets.formats.dicom import read_series
@@ -127,7 +128,8 @@ def test_test_views_read_by_caffe_equal_views_rendered_again(collection, built):
         world = np.array([float(row[k]) for k in "xyz"])
         again = sampler.render(world[None], params.take(np.array([v])), (-100.0, 200.0))[0]
         rank = int(row["rank"])
-        np.testing.assert_array_equal(data[rank], again.astype(np.float32))
+        # stored in Caffe's order: the picture's R (axial) in channel 2
+        np.testing.assert_array_equal(data[rank], to_caffe(again).astype(np.float32))
         assert labels[rank] == int(row["label"])
 
 

@@ -163,6 +163,7 @@ def test_polyp_study_froc_per_frame(study, tmp_path, source, caffe):
     assert all((r["lesion"] != "") == (r["label"] == "1") for r in rows)
     report = build_report(spec_path)
     assert "sensitivity at 0.05 FP/frame" in report.read_text()
+    assert "FROC hit rule: a polyp is one connected region" in report.read_text()
     assert (report.parent / "figures" / "froc_100.png").stat().st_size > 5000
 
 
