@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medtl import io
-from medtl.finetune import LayerRates, apply_policy, layer_rates
+from medtl.finetune import GAUSSIAN_STD, LayerRates, apply_policy, layer_rates
 from medtl.nets.registry import ModelSpec, get_model
-from medtl.nets.variants import DataSpec, deploy_net, train_net, val_net
+from medtl.nets.variants import DataSpec, deploy_net, input_transform, train_net, val_net
 from medtl.protocols import Configuration, configurations
 from medtl.prototxt import to_text
 from medtl.provenance import Sourced, assumed
@@ -64,8 +64,10 @@ def data_specs(cfg: Configuration, model: ModelSpec, data: DataPaths) -> tuple[D
     if cfg.loss == "sigmoid":
         return (DataSpec(data.train, train_batch, backend="hdf5"),
                 DataSpec(data.val, val_batch, backend="hdf5"))
-    crop = model.crop_size if model.image_size > model.crop_size else 0
-    return (DataSpec(data.train, train_batch, crop_size=crop, mean_file=data.mean_file),
+    transform = input_transform(model)
+    crop, mirror = transform["crop_size"].value, transform["mirror"].value
+    return (DataSpec(data.train, train_batch, crop_size=crop, mirror=mirror,
+                     mean_file=data.mean_file),
             DataSpec(data.val, val_batch, crop_size=crop, mean_file=data.mean_file))
 
 
@@ -108,6 +110,11 @@ def config_header(cfg: Configuration, kind: str) -> list[str]:
         f"classes: {_describe(cfg.num_classes)}",
         *[f"policy note: {n}" for n in p.notes],
     ]
+    if p.init.value == "gaussian":
+        lines.append(f"gaussian std: {_describe(GAUSSIAN_STD)}")
+    if cfg.loss == "softmax":   # LMDB input through Caffe's transform_param
+        lines += [f"transform {key}: {_describe(value)}"
+                  for key, value in input_transform(model).items()]
     return lines
 
 
@@ -132,7 +139,8 @@ def annotate_layers(text: str, rates: list[LayerRates], base_lr: float) -> str:
 
 def rate_summary(rate: LayerRates, base_lr: float) -> str:
     if rate.role == "statistics":
-        return "statistics: mean/variance/factor never learned (lr_mult 0)"
+        kept = "; frozen: stored ones used (use_global_stats)" if rate.global_stats else ""
+        return f"statistics: mean/variance/factor never learned (lr_mult 0){kept}"
     parts = [f"{label} lr {lr * base_lr:g} (lr_mult {lr:g}), decay_mult {decay:g}"
              for label, (lr, decay) in zip(("weights", "bias"), rate.mults, strict=False)]
     return f"{rate.role}: " + "; ".join(parts)

@@ -3,7 +3,9 @@
 The net is instantiated in real Caffe (data layers replaced by DummyData of the same shape,
 so a dataset need not exist) to read every output and parameter shape; the solver gives the
 learning-rate schedule; the comments medtl writes into generated files give each value's
-provenance.
+provenance. Rows are the layers the file declares for the net's phase: the Split layers Caffe
+inserts where one blob feeds several layers are left out, and in-place layers (ReLU, Dropout)
+show the blob they rewrite.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import math
 import tempfile
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from google.protobuf import text_format
 
 from medtl.caffe_env import caffe, caffe_pb2
 from medtl.errors import InputError
+from medtl.finetune import constant_fillers
 from medtl.generate import WHY
 from medtl.prototxt import read_net
 
@@ -64,17 +68,24 @@ class Inspection:
 # ------------------------------------------------------------------ reading inputs
 
 def is_solver(path: Path) -> bool:
+    return _parse(path).DESCRIPTOR.name == "SolverParameter"
+
+
+def _parse(path: Path):
+    """The file's NetParameter, else its SolverParameter (each file is parsed once)."""
     text = Path(path).read_text()
+    net = caffe_pb2().NetParameter()
     try:
-        text_format.Parse(text, caffe_pb2().NetParameter())
-        return False
+        text_format.Parse(text, net)
+        return net
     except text_format.ParseError:
         pass
+    solver = caffe_pb2().SolverParameter()
     try:
-        text_format.Parse(text, caffe_pb2().SolverParameter())
+        text_format.Parse(text, solver)
     except text_format.ParseError as exc:
         raise InspectError(f"{path}: neither a Caffe net nor a solver ({exc})") from None
-    return True
+    return solver
 
 
 def _resolve(ref: str, anchor: Path) -> Path:
@@ -118,11 +129,21 @@ def _input_shape(net, net_path: Path, override: tuple[int, ...] | None) -> tuple
             return (3, crop, crop)
     deploy = net_path.with_name("deploy.prototxt")
     if deploy.is_file() and deploy != net_path:
-        for layer in read_net(deploy).layer:
-            if layer.type == "Input":
-                return tuple(layer.input_param.shape[0].dim[1:])
+        shape = _deploy_input(str(deploy), deploy.stat().st_mtime_ns)
+        if shape:
+            return shape
     raise InspectError(f"{net_path}: the input size is not in the net (no crop_size, no "
                        "deploy.prototxt beside it); give --input-shape C,H,W")
+
+
+@lru_cache(maxsize=64)
+def _deploy_input(deploy: str, mtime_ns: int) -> tuple[int, ...] | None:
+    """C,H,W of a deploy net's Input layer (cached: every net of a folder reads it)."""
+    del mtime_ns  # part of the cache key only: an edited file is read again
+    for layer in read_net(Path(deploy)).layer:
+        if layer.type == "Input":
+            return tuple(layer.input_param.shape[0].dim[1:])
+    return None
 
 
 def _label_shape(net, label_top: str, batch: int) -> list[int]:
@@ -202,65 +223,54 @@ def inspect(path: Path, *, weights: Path | None = None, train_size: int | None =
     solver = None
     solver_prov: dict[str, tuple[str, str]] = {}
     net_path = path
-    if is_solver(path):
-        solver = caffe_pb2().SolverParameter()
-        text_format.Parse(path.read_text(), solver)
+    net = _parse(path)
+    if net.DESCRIPTOR.name == "SolverParameter":
+        solver = net
         ref = solver.train_net or solver.net
         if not ref:
             raise InspectError(f"{path}: the solver names no train_net or net")
         net_path = _resolve(ref, path)
         _, solver_prov = comment_provenance(path)
-    net = read_net(net_path)
+        net = read_net(net_path)
     layer_prov, _ = comment_provenance(net_path)
     phase = _phase_of(net)
     runnable = with_dummy_data(net, net_path, input_shape)
-
-    c = caffe()
-    c.set_mode_cpu()
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as tmp:
-        tmp.write(text_format.MessageToString(runnable))
-        tmp.flush()
-        cnet = c.Net(tmp.name, c.TRAIN if phase == "TRAIN" else c.TEST)
-
-    batch = next((int(cnet.blobs[layer.top[0]].shape[0]) for layer in runnable.layer
-                  if layer.type in ("DummyData", "Input")), None)
+    shapes = _caffe_shapes(runnable, phase)
+    batch = next((shapes.blobs[layer.top[0]][0] for layer in runnable.layer
+                  if layer.type in ("DummyData", "Input") and layer.top[0] in shapes.blobs),
+                 None)
     ipe = _iters_per_epoch(train_size, batch, solver_prov)
     if solver is not None and train_size is not None:
         _rescale_to_epochs(solver, solver_prov, ipe, train_size)
     stored = _stored_shapes(weights) if weights else None
 
     rows = []
-    layer_names = list(cnet._layer_names)
-    blobs_by_layer = {name: cnet.layers[i].blobs for i, name in enumerate(layer_names)}
-    tops = {layer.name: list(layer.top) for layer in runnable.layer}
-    declared = {layer.name: layer for layer in runnable.layer}
-    for name in layer_names:
-        blobs = blobs_by_layer[name]
-        shapes = [list(b.data.shape) for b in blobs]
-        count = sum(math.prod(s) for s in shapes)
-        proto = declared[name]
+    for proto, param_shapes in _declared_layers(shapes, runnable, phase):
+        name = proto.name
+        params = [list(s) for s in param_shapes]
+        count = sum(math.prod(s) for s in params)
         mults = ([[_f32(p.lr_mult), _f32(p.decay_mult)] for p in proto.param]
-                 or [[1.0, 1.0]] * len(blobs))
-        mults += [[1.0, 1.0]] * (len(blobs) - len(mults))
+                 or [[1.0, 1.0]] * len(params))
+        mults += [[1.0, 1.0]] * (len(params) - len(mults))
         if proto.type == "BatchNorm" and not proto.param:
-            mults = [[0.0, 0.0]] * len(blobs)  # Caffe never learns BatchNorm statistics
-        learning = bool(blobs) and any(m[0] > 0 for m in mults[: len(blobs)])
+            mults = [[0.0, 0.0]] * len(params)  # Caffe never learns BatchNorm statistics
+        learning = bool(params) and any(m[0] > 0 for m in mults[: len(params)])
         eff = {}
-        if solver is not None and blobs:
+        if solver is not None and params:
             for e in epochs:
                 it = int(e * ipe) if ipe else 0
                 label = f"epoch {e:g}" if ipe else "iteration 0"
                 eff[label] = _f32(learning_rate(solver, it) * mults[0][0])
-        top_shapes = [list(cnet.blobs[t].shape) for t in tops.get(name, []) if t in cnet.blobs]
+        top_shapes = [list(shapes.blobs[t]) for t in proto.top if t in shapes.blobs]
         rows.append(LayerRow(
-            name=name, type=proto.type, top_shapes=top_shapes, param_shapes=shapes,
-            param_count=count, mults=mults[: len(blobs)], learning=learning,
+            name=name, type=proto.type, top_shapes=top_shapes, param_shapes=params,
+            param_count=count, mults=mults[: len(params)], learning=learning,
             effective_lr=eff, provenance=layer_prov.get(name, ""),
-            weights=_weights_state(name, shapes, stored) if stored is not None else ""))
+            weights=_weights_state(name, params, stored) if stored is not None else ""))
 
     total = sum(r.param_count for r in rows)
     trainable = sum(r.param_count for r in rows if r.learning)
-    activations = sum(b.count for b in cnet.blobs.values())
+    activations = shapes.activations
     memory = {
         "activations (data + diff)": 2 * activations * FLOAT_BYTES,
         "parameters (data + diff + solver history)": 3 * total * FLOAT_BYTES,
@@ -272,6 +282,70 @@ def inspect(path: Path, *, weights: Path | None = None, train_size: int | None =
                       total_params=total, trainable_params=trainable, memory_bytes=memory,
                       solver_fields=fields_,
                       solver_provenance={k: src for k, (_, src) in solver_prov.items()})
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    """What Caffe builds from a net: per layer (Caffe's order) its parameter shapes, per blob
+    its shape, and the number of activation values."""
+
+    layers: tuple[tuple[str, str, tuple[tuple[int, ...], ...]], ...]   # name, type, params
+    blobs: dict[str, tuple[int, ...]]
+    activations: int
+
+
+def _caffe_shapes(runnable, phase: str) -> _Shapes:
+    """Shapes of `runnable` as real Caffe builds it.
+
+    Rates, fillers and the net's name change no shape, so they are cleared before the net is
+    built, and nets that differ only in them (every policy of a model) are built once per
+    process; constant fillers also spare filling 145M Gaussian weights (OverFeat) to read shapes.
+    """
+    key = caffe_pb2().NetParameter()
+    key.CopyFrom(runnable)
+    key.ClearField("name")
+    for layer in key.layer:
+        for spec in layer.param:
+            spec.ClearField("lr_mult")
+            spec.ClearField("decay_mult")
+        constant_fillers(layer)
+    return _build_shapes(text_format.MessageToString(key), phase)
+
+
+@lru_cache(maxsize=16)
+def _build_shapes(net_text: str, phase: str) -> _Shapes:
+    c = caffe()
+    c.set_mode_cpu()
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt") as tmp:
+        tmp.write(net_text)
+        tmp.flush()
+        cnet = c.Net(tmp.name, c.TRAIN if phase == "TRAIN" else c.TEST)
+    layers = tuple((name, cnet.layers[i].type, tuple(tuple(b.shape) for b in cnet.layers[i].blobs))
+                   for i, name in enumerate(cnet._layer_names))
+    return _Shapes(layers=layers,
+                   blobs={name: tuple(blob.shape) for name, blob in cnet.blobs.items()},
+                   activations=sum(blob.count for blob in cnet.blobs.values()))
+
+
+def _declared_layers(shapes: _Shapes, runnable, phase: str
+                     ) -> list[tuple[Any, tuple[tuple[int, ...], ...]]]:
+    """(declared layer, its parameter shapes) for every layer Caffe built, in Caffe's order.
+
+    Caffe adds a Split layer wherever one blob feeds several layers (`<blob>_<layer>_<i>_split`)
+    and leaves out the layers of the other phase; rows follow the file, so neither appears.
+    """
+    phase_id = getattr(caffe_pb2(), phase)
+    declared = {layer.name: layer for layer in runnable.layer if _in_phase(layer, phase_id)}
+    return [(declared[name], params) for name, kind, params in shapes.layers if kind != "Split"]
+
+
+def _in_phase(layer, phase_id: int) -> bool:
+    """Caffe's phase rule (stages and levels aside): include wins, else no matching exclude."""
+    def matches(rule) -> bool:
+        return not rule.HasField("phase") or rule.phase == phase_id
+    if layer.include:
+        return any(matches(rule) for rule in layer.include)
+    return not any(matches(rule) for rule in layer.exclude)
 
 
 def _iters_per_epoch(train_size: int | None, batch: int | None,

@@ -16,6 +16,11 @@ class Head:
     top: Any             # the classifier's output top (a NetSpec Top)
     loss_name: str       # name of its loss layer, as in the BVLC definitions
     loss_weight: float = 1.0
+    loss_top: str = ""   # the loss layer's top, where BVLC names it apart from the layer
+
+    @property
+    def loss_output(self) -> str:
+        return self.loss_top or self.loss_name
 
 
 class Body(Protocol):

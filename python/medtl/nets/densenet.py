@@ -12,8 +12,13 @@ but the classifier: the port's `fc6` (a 1x1 convolution, 1000 outputs) becomes `
 
 Each Keras BatchNormalization is a Caffe `BatchNorm` (mean, variance, moving-average factor;
 statistics, never learned: every `param` is lr_mult 0 decay_mult 0) followed by a `Scale`
-(gamma, beta; learned). :func:`keras_to_caffe` maps keras.applications.DenseNet121's layer
-names onto these layers, :func:`caffe_layers_from` gives Boit's fine-tuning boundary.
+(gamma, beta; learned). The body leaves `use_global_stats` unset; the fine-tuning policy sets
+it on every BatchNorm of the frozen part (medtl.finetune.FROZEN_STATISTICS), since Caffe
+otherwise overwrites the stored statistics in every TRAIN forward whatever the lr_mult: Boit's
+feature extraction freezes all 121, his fine-tuning 120 (`conv5_blk/bn` lies above the
+boundary, as Keras' final `bn`, and keeps learning its statistics). :func:`keras_to_caffe`
+maps keras.applications.DenseNet121's layer names onto these layers, :func:`caffe_layers_from`
+gives Boit's fine-tuning boundary.
 
 Two heads (select the body or the ModelSpec):
 - `densenet121` / DENSENET121: pool5 -> `fc6_new` (num_classes).
@@ -307,7 +312,9 @@ _NOTES = (
     "the port's fc6 (1x1 convolution, 1000 outputs) is replaced by fc6_new; assumed: an "
     "InnerProduct (same function on the 1x1 pool5 blob, N x C output like the other models)",
     "BatchNorm: 3 blobs (mean, variance, moving-average factor), param lr_mult 0 decay_mult 0; "
-    "Caffe uses batch statistics in TRAIN and the stored ones in TEST (use_global_stats unset)",
+    "in TRAIN a BatchNorm of the frozen part uses its stored statistics (use_global_stats "
+    "true, set by the policy: medtl.finetune.FROZEN_STATISTICS), a learning one its batch's "
+    "(and updates the stored ones); in TEST every one uses the stored statistics",
     "assumed: conv fillers msra FAN_OUT (Huang et al.'s Torch init; the port has no fillers), "
     "Scale gamma 1 / beta 0 (Caffe's defaults, as Torch), new dense layers xavier AVERAGE + "
     "zero bias (Keras Dense defaults: Boit used Keras)",
@@ -317,8 +324,9 @@ _NOTES = (
     "no dropout: the port and Keras DenseNet-121 have none",
     f"Boit's fine-tuning boundary: Keras {BOIT_UNFREEZE_FROM} = Caffe {BOIT_FIRST_LEARNING} "
     "(BOIT_FIRST_LEARNING; keras_to_caffe / caffe_layers_from map the other names)",
-    "a randomly initialised net has BatchNorm statistics of zero: its TEST-phase outputs are "
-    "meaningless until it is trained or weights are copied",
+    "a randomly initialised net has BatchNorm statistics of zero: its TEST-phase outputs (and "
+    "in TRAIN those of its frozen BatchNorms) are meaningless until it is trained or weights "
+    "are copied",
 )
 
 DENSENET121 = ModelSpec(

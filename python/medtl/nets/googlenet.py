@@ -59,8 +59,10 @@ AUX_LOSS_WEIGHT = 0.3            # loss{1,2}/loss
 
 CLASSIFIERS = ("loss1/classifier_new", "loss2/classifier_new", "loss3/classifier_new")
 MAIN_CLASSIFIER = CLASSIFIERS[2]
-# Heads' loss names are BVLC's loss tops (variants.py names layer and top alike).
-LOSSES = ("loss1/loss1", "loss2/loss2", "loss3/loss3")
+# Loss layers and their tops as bvlc_googlenet/train_val.prototxt of Caffe 1.0 names them
+# (BVLC/caffe#5176, 2017, renamed loss2's top from loss2/loss1 to loss2/loss2).
+LOSS_LAYERS = ("loss1/loss", "loss2/loss", "loss3/loss3")
+LOSS_TOPS = ("loss1/loss1", "loss2/loss2", "loss3/loss3")
 
 # Inception modules (Szegedy 2015 Table 1): #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5,
 # pool proj. None marks BVLC's 3x3/2 max pools between the stages.
@@ -191,9 +193,9 @@ def _googlenet(n, bottom, num_classes: int, deploy: bool, stem: _Stem) -> list[H
     n["pool5/drop_7x7_s1"] = L.Dropout(n["pool5/7x7_s1"], dropout_ratio=MAIN_DROPOUT,
                                        in_place=True)
     n[MAIN_CLASSIFIER] = _fc(n["pool5/7x7_s1"], num_classes, CLASSIFIER_BIAS)
-    heads = [Head(n[MAIN_CLASSIFIER], LOSSES[2])]
-    heads += [Head(t, loss, AUX_LOSS_WEIGHT)
-              for t, loss in zip(aux_tops, LOSSES[:len(aux_tops)], strict=True)]
+    heads = [Head(n[MAIN_CLASSIFIER], LOSS_LAYERS[2], loss_top=LOSS_TOPS[2])]
+    heads += [Head(t, layer, AUX_LOSS_WEIGHT, loss_top=top)
+              for t, layer, top in zip(aux_tops, LOSS_LAYERS, LOSS_TOPS, strict=False)]
     return heads
 
 
@@ -228,9 +230,11 @@ _RENAMED = ("loss1/classifier, loss2/classifier and loss3/classifier renamed *_n
             "(num_output = num_classes) so copy_from leaves them fresh")
 _AUX = ("auxiliary heads loss1 (after inception_4a) and loss2 (after inception_4d), loss weight "
         "0.3, only in train/val nets; the loss1/loss2 layer groups are absent from deploy nets")
-_LOSS_NAMES = ("loss layers are named after BVLC's loss tops (loss1/loss1, loss2/loss2, "
-               "loss3/loss3); BVLC names the aux loss layers loss1/loss, loss2/loss. Loss layers "
-               "have no parameters, so copy_from is unaffected")
+_LOSS_NAMES = ("loss layers and tops named as Caffe 1.0's bvlc_googlenet train_val: layers "
+               "loss1/loss, loss2/loss, loss3/loss3 with tops loss1/loss1, loss2/loss2, "
+               "loss3/loss3 (older Caffe named loss2's top loss2/loss1; BVLC/caffe#5176). The "
+               "loss layers follow the body, where BVLC puts each after its classifier; they "
+               "have no parameters and draw no random numbers, so the order changes nothing")
 _AUX_ORDER = ("in the generated nets the auxiliary layers sit in forward order (loss1 after "
               "inception_4a, loss2 after inception_4d); layer_groups lists them after the trunk")
 
@@ -242,8 +246,9 @@ GOOGLENET_H = ModelSpec(
     zoo_model="bvlc_googlenet",
     classifiers=CLASSIFIERS,
     layer_groups=_layer_groups(STEM_H),
-    source="Shin 2016 Sec. III-A (GoogLeNet-H: 22 layers, 9 inception modules, two auxiliary "
-           "classifiers); definition: Caffe models/bvlc_googlenet/train_val.prototxt",
+    source="Shin 2016 Sec. III-A (nine Inception layers) and Sec. IV-A (22-layer depth); "
+           "the auxiliary classifiers and everything else: Caffe "
+           "models/bvlc_googlenet/train_val.prototxt",
     notes=(_RENAMED, _AUX, _LOSS_NAMES, _AUX_ORDER,
            "dropout (0.4 main, 0.7 aux) kept in deploy, as in bvlc_googlenet/deploy.prototxt "
            "(identity at TEST)",

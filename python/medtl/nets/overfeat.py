@@ -1,4 +1,4 @@
-"""OverFeat "fast" (Sermanet et al. 2014, Table 1), as Shin et al. 2016 Sec. IV-A uses it.
+"""OverFeat "fast" (Sermanet et al. 2014, Table 1), as Shin et al. 2016 Sec. IV-C uses it.
 
 Shin describes OverFeat as "similar to AlexNet" with 1024 filters in conv4 and conv5 and
 pooling kernel 2 in pool2 and pool5 (the "e.g." examples of its differences). The layers
@@ -77,7 +77,7 @@ OVERFEAT_FAST = ModelSpec(
     classifiers=(CLASSIFIER,),
     layer_groups=(*((f"conv{i}", (f"conv{i}",)) for i in range(1, 6)),
                   ("fc6", ("fc6",)), ("fc7", ("fc7",)), ("fc8", (CLASSIFIER,))),
-    source="Shin 2016 Sec. IV-A (OverFeat-TL; conv4/conv5 1024 filters, pool2/pool5 kernel "
+    source="Shin 2016 Sec. IV-C (OverFeat-TL; conv4/conv5 1024 filters, pool2/pool5 kernel "
            "2); layers: Sermanet et al. 2014 (OverFeat) Table 1 fast model",
     notes=(
         "no public Caffe weights of OverFeat exist (only the original Torch release): "

@@ -13,8 +13,36 @@ from typing import Literal
 from medtl.caffe_env import caffe
 from medtl.nets.body import Body
 from medtl.nets.layers import lmdb_data
+from medtl.nets.registry import ModelSpec
+from medtl.provenance import Sourced, assumed, derived
 
 Loss = Literal["softmax", "sigmoid"]
+
+BVLC_TRAIN_VAL = ("BVLC's ImageNet train_val convention (models/bvlc_alexnet, "
+                  "bvlc_reference_caffenet, bvlc_googlenet train_val.prototxt)")
+
+
+def input_transform(model: ModelSpec) -> dict[str, Sourced]:
+    """How Caffe's Data layer turns a stored image into `model`'s input (LMDB inputs; HDF5
+    inputs are stored preprocessed and have no transform_param), with provenance."""
+    crop, image = model.crop_size, model.image_size
+    if image > crop:
+        crop_size = assumed(crop, f"a random {crop}x{crop} crop of the {image}x{image} stored "
+                                  f"image in TRAIN, the centre crop in TEST (Caffe's Data layer "
+                                  f"with crop_size): {BVLC_TRAIN_VAL}; the papers give the "
+                                  "input size, not how it is cut from the stored image")
+    else:
+        crop_size = derived(0, f"the stored {image}x{image} images are the net's input: no crop")
+    return {
+        "crop_size": crop_size,
+        "mean_file": assumed("training-set mean image",
+                             "the per-pixel mean image of the training set (mean.binaryproto, "
+                             f"as Caffe's compute_image_mean writes it) subtracted: "
+                             f"{BVLC_TRAIN_VAL}; the papers name no input normalisation"),
+        "mirror": assumed(False, "no random mirroring by Caffe: the papers describe their own "
+                                 "augmentation (built into the datasets) and none adds random "
+                                 "mirroring; BVLC's ImageNet train_val nets mirror in TRAIN"),
+    }
 
 
 @dataclass(frozen=True)
@@ -78,7 +106,7 @@ def _with_data(body: Body, num_classes: int, data: DataSpec, name: str, phase: s
     loss_layer = c.layers.SoftmaxWithLoss if loss == "softmax" else c.layers.SigmoidCrossEntropyLoss
     for head in heads:
         kwargs = {} if head.loss_weight == 1.0 else dict(loss_weight=head.loss_weight)
-        n[head.loss_name] = loss_layer(head.top, n.label, **kwargs)
+        n[head.loss_output] = loss_layer(head.top, n.label, name=head.loss_name, **kwargs)
     if phase == "test":
         main = heads[0].top
         if loss == "softmax":

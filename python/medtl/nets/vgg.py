@@ -60,7 +60,7 @@ def vgg16(n, bottom, num_classes: int, *, deploy: bool = False) -> list[Head]:
 VGG16 = ModelSpec(
     name="vgg16",
     body=vgg16,
-    crop_size=224,    # Shin 2016 Sec. IV-A / Simonyan & Zisserman 2015 Sec. 2.1: 224x224
+    crop_size=224,    # Simonyan & Zisserman 2015 Sec. 2.1: 224x224 input
     image_size=256,   # Shin 2016: images resampled to 256x256
     zoo_model="VGG_ILSVRC_16_layers",
     classifiers=(CLASSIFIER,),
@@ -69,8 +69,9 @@ VGG16 = ModelSpec(
           for block, convs, _ in BLOCKS),
         ("fc6", ("fc6",)), ("fc7", ("fc7",)), ("fc8", (CLASSIFIER,)),
     ),
-    source="Shin 2016 Sec. IV-A (VGG-16-TL); Simonyan & Zisserman 2015 Table 1 configuration "
-           "D; names: VGG_ILSVRC_16_layers_deploy.prototxt (authors' Caffe release)",
+    source="Shin 2016 Sec. IV-C (VGG-16-TL, the 16-layer VGGNet); Simonyan & Zisserman 2015 "
+           "Table 1 configuration D; names: VGG_ILSVRC_16_layers_deploy.prototxt (authors' "
+           "Caffe release)",
     notes=(
         "assumed: fillers. The released VGG_ILSVRC_16_layers definition has none; the paper's "
         "N(0, 1e-2) needed pre-training from net A, and its footnote says Glorot & Bengio "
