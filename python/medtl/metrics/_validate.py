@@ -45,11 +45,49 @@ def scores_1d(values: ArrayLike, name: str = "scores") -> np.ndarray:
     return finite_floats(values, name, ndim=1)
 
 
+def value_kind(arr: np.ndarray, name: str) -> str | None:
+    """"number" (bool, integer, float) or "text" (str, bytes) for the values of `arr`; None
+    for an empty object array. Values of mixed kind, or of another type, are an error."""
+    if arr.dtype.kind in "biuf":
+        return "number"
+    if arr.dtype.kind in "US":
+        return "text"
+    if arr.dtype.kind != "O":
+        raise MetricInputError(f"{name}: values must be numbers or text, got dtype {arr.dtype}")
+    kinds = {_item_kind(x) for x in arr.ravel().tolist()}
+    if len(kinds) > 1 or kinds == {None}:
+        types = sorted({type(x).__name__ for x in arr.ravel().tolist()})
+        raise MetricInputError(f"{name}: values of mixed or unknown kind ({', '.join(types)}); "
+                               "give all numbers or all text")
+    return kinds.pop() if kinds else None
+
+
+def _item_kind(x: Any) -> str | None:
+    if isinstance(x, (bool, int, float, np.number, np.bool_)):
+        return "number"
+    if isinstance(x, (str, bytes)):
+        return "text"
+    return None
+
+
+def same_kind(**arrays: ArrayLike) -> None:
+    """All arrays hold values of one kind (numbers or text): '1' never equals 1."""
+    kinds = {name: value_kind(np.asarray(a), name) for name, a in arrays.items()}
+    found = {k for k in kinds.values() if k is not None}
+    if len(found) > 1:
+        described = ", ".join(f"{name} holds {k}" for name, k in kinds.items() if k)
+        raise MetricInputError(f"values of different kinds: {described}; convert one so that "
+                               "both hold numbers or both text")
+
+
 def binary_labels(values: ArrayLike, name: str = "labels") -> np.ndarray:
     """0/1 (or bool) labels as a bool array."""
     arr = array_1d(values, name)
     if arr.dtype == bool:
         return arr
+    if value_kind(arr, name) != "number":
+        raise MetricInputError(f"{name}: labels must be 0/1 or bool numbers, got values of "
+                               f"another kind (text, e.g. {arr[0]!r})")
     try:
         as_float = arr.astype(float)
     except (TypeError, ValueError) as exc:

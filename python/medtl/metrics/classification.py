@@ -50,6 +50,9 @@ def _is_multilabel(y_true: np.ndarray, y_pred: np.ndarray) -> bool:
 
 
 def _indicators(y: np.ndarray, name: str) -> np.ndarray:
+    if v.value_kind(y, name) != "number":
+        raise v.MetricInputError(f"{name}: multi-label input must be 0/1 numbers, not text "
+                                 "(values of another kind)")
     try:
         as_float = y.astype(float)
     except (TypeError, ValueError) as exc:
@@ -66,6 +69,7 @@ def _pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, np.ndarray,
         raise v.MetricInputError(f"mismatched shapes: y_true={t.shape}, y_pred={p.shape}")
     if multi:
         return _indicators(t, "y_true"), _indicators(p, "y_pred"), True
+    v.same_kind(y_true=t, y_pred=p)
     for name, arr in (("y_true", t), ("y_pred", p)):
         if arr.dtype.kind == "f" and np.isnan(arr).any():
             raise v.MetricInputError(f"{name}: NaN label at index {int(np.isnan(arr).argmax())}")
@@ -85,6 +89,7 @@ def _class_index(t: np.ndarray, p: np.ndarray,
             raise v.MetricInputError("labels: empty")
         if len(set(classes)) != len(classes):
             raise v.MetricInputError(f"labels: duplicates in {classes}")
+        v.same_kind(y_true=t, labels=np.array(classes, dtype=object))
     slot = {c: i for i, c in enumerate(classes)}
     out = []
     for name, arr in (("y_true", t), ("y_pred", p)):
