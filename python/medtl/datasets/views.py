@@ -2,9 +2,10 @@
 
 A view has a field of view (FOV, the side of the square in mm), a translation of its centre
 and a rotation of the frame. The three orthogonal planes through the centre of the rotated
-frame are sampled on a size x size grid by cubic B-spline interpolation and become the R, G,
-B channels: R the plane spanned by the frame's first two axes ("axial"), G the first and third
-("coronal"), B the second and third ("sagittal"). With no rotation these are the usual axial
+frame are sampled on a size x size grid by cubic B-spline interpolation and are returned in
+picture order R, G, B: R the plane spanned by the frame's first two axes ("axial"), G the
+first and third ("coronal"), B the second and third ("sagittal"); builders store them in
+Caffe's order with `medtl.datasets.channels.to_caffe`. With no rotation these are the usual axial
 (rows anterior->posterior), coronal and sagittal (rows superior->inferior) images. A point at
 the view centre lies between the four central pixels of every plane.
 """

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medtl.datasets.channels import to_caffe
 from medtl.datasets.formats.geometry import Geometry
 from medtl.datasets.formats.resize import resize
 from medtl.errors import InputError
@@ -73,8 +74,8 @@ def read_gray(path: Path) -> np.ndarray:
 
 
 def rgb_to_bgr_chw(image: np.ndarray) -> np.ndarray:
-    """H x W x 3 RGB -> 3 x H x W BGR."""
-    return np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1))
+    """H x W x 3 RGB -> 3 x H x W BGR (`medtl.datasets.channels`: R in Caffe channel 2)."""
+    return to_caffe(image.transpose(2, 0, 1))
 
 
 def gray_to_chw3(gray: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ import numpy as np
 
 from medtl import config
 from medtl.config import option
+from medtl.datasets.channels import gray_notes
 from medtl.datasets.dbset import DatabaseSet, DbSpec
 from medtl.datasets.formats.candidates import Candidate, CandidateError, Schema, read_candidates
 from medtl.datasets.formats.images import box_patch, gray_to_chw3, image_size, read_gray
@@ -242,7 +243,9 @@ def build(manifest_csv: Path, dest: Path, cfg: KidneyConfig | None = None, *,
                 "subjects": len({s.cand.group for s in per_role[r]}),
                 "images": len({s.cand.image for s in per_role[r]})} for r in ROLES}
         manifest.notes = {
-            "channels": "gray repeated in all three",
+            **gray_notes("ultrasound gray", "assumed: B-mode ultrasound is gray; Ravishankar "
+                         "2016 does not say how it filled CaffeNet's 3 input channels, the "
+                         "gray repeated in all three"),
             "boxes": "each box warped to patch_size x patch_size (aspect not kept)",
             "haar": (bank.describe() | {"files": {r: f"haar/{r}.h5" for r in ROLES},
                                         "order": "rank = LMDB key order"}) if bank else None,

@@ -38,7 +38,7 @@ def kidney_report(ctx: ReportContext) -> ReportBody:
     figures += [roc_figure(_curves(ctx, blob), ctx.fig_dir / "roc.png",
                            "test patches (first run of each configuration)"),
                 _dice_figure(ctx, ctx.fig_dir / "localisation_dice.png"),
-                trace_figure([(run.label, run) for run in ctx.first_per_configuration()],
+                trace_figure([(run.label, run) for run in ctx.runs],
                              ctx.fig_dir / "training_traces.png")]
     return ReportBody(lines, {"rows": rows_json, "changed_filters": changes}, figures,
                       _notes(runs[0].metrics, blob),

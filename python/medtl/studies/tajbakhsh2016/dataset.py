@@ -125,7 +125,7 @@ class Application(Protocol):
                indices: np.ndarray) -> np.ndarray: ...
     def test_values(self, cand: Candidate, variant: int) -> list[Any]: ...
     def source_of(self, image: Path, source: Any) -> tuple[str | None, str, int]: ...
-    def notes(self) -> dict[str, Any]: ...
+    def notes(self) -> dict[str, Any]: ...  # with medtl.datasets.channels' channel notes
     def extra_files(self, directory: Path, cands: list[Candidate],
                     role: dict[str, str]) -> dict[str, Any]: ...
 
@@ -302,7 +302,6 @@ def build(manifest_csv: Path, dest: Path, app: Application, cfg: TajbakhshConfig
         extra = app.extra_files(tmp, cands, role)
         manifest.counts = _counts(app, cands, role, reductions, plans)
         manifest.notes = {
-            "channels": "BGR (Caffe order); gray data repeated in all three",
             "stored_size": f"{cfg.patch_size} = the net input: add no crop_size or mirror, "
                            "the paper's augmentation is in the data",
             "validation": "full/val_lmdb validates every training set, reductions included",

@@ -7,7 +7,7 @@ Table II: momentum 0.9; a fine-tuned layer learns at 0.001, fc8 at 0.01, a froze
 from __future__ import annotations
 
 from medtl.finetune import Policy
-from medtl.protocols import Configuration, register_protocol
+from medtl.protocols import Configuration, register_protocol, register_selection
 from medtl.provenance import assumed, derived, paper
 from medtl.solver import SolverRecipe
 
@@ -109,3 +109,8 @@ CONFIGURATIONS = register_protocol(PAPER, [
     for app, (classes, train, val) in APPLICATIONS.items()
     for policy in POLICIES
 ])
+SELECTION = register_selection(PAPER, {
+    app: paper("max_val_auc", "Tajbakhsh 2016 Sec. VI: training stopped at the highest "
+                              "validation AUC (80/20)")
+    for app in APPLICATIONS
+})

@@ -351,8 +351,7 @@ def _notes(app: str, runs: list[Entry], study: Study) -> list[str]:
         lines.append("- test scores: a candidate's (frame's) score is the mean probability "
                      "over its test patches (crops) (Tajbakhsh 2016 Sec. VI-A to VI-C)")
     if app in ("polyp", "pe"):
-        lines += [f"- hit rule: {m['hit_rule']}",
-                  f"- false positives per {m['fp_unit']}; sensitivity between operating "
+        lines += [f"- false positives per {m['fp_unit']}; sensitivity between operating "
                   f"points: {m['interpolation']} interpolation"]
     if app == "frames":
         lines += [f"- bootstrap unit: {m['bootstrap_unit']}; AUC also with DeLong's "
@@ -372,6 +371,13 @@ def _notes(app: str, runs: list[Entry], study: Study) -> list[str]:
     return lines
 
 
+def _hit_rule(app: str, runs: list[Entry]) -> list[str]:
+    """The FROC's hit rule, stated in the body of a detection report."""
+    if app not in ("polyp", "pe"):
+        return []
+    return [f"FROC hit rule: {runs[0].metrics['hit_rule']}.", ""]
+
+
 def tajbakhsh_report(ctx: ReportContext, study: Study) -> ReportBody:
     """The results of one Tajbakhsh 2016 study: its table, the published values, the
     statistical comparisons and the figures."""
@@ -381,7 +387,7 @@ def tajbakhsh_report(ctx: ReportContext, study: Study) -> ReportBody:
     lines = ["## Results", "",
              f"One training / test split (the paper's); {len(runs)} finished run(s). The "
              f"paper reports these results as curves and box plots ({FIGURE[app]}); compare "
-             "the figures below with them.", "",
+             "the figures below with them.", "", *_hit_rule(app, runs),
              *_table(app, runs), *_published(ctx.tables, app),
              "", "## Statistical comparisons (95% intervals that do not overlap)", "",
              *comparisons(runs)]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from medtl.config import option
+from medtl.datasets.channels import channel_notes
 from medtl.datasets.formats.candidates import Candidate, Schema
 from medtl.datasets.formats.images import crop_padded, read_rgb, rgb_to_bgr_chw
 from medtl.datasets.formats.resize import resize
@@ -23,6 +24,7 @@ from medtl.provenance import assumed, paper
 from medtl.studies.tajbakhsh2016.dataset import TajbakhshConfig, stream_rng
 
 SEC = "Tajbakhsh 2016 Sec. VI-C"
+COLOUR_SOURCE = f"{SEC}: colour colonoscopy video frames, read as R, G, B"
 CLASSES = ("non-informative", "informative")
 SCHEMA = Schema("frames", CLASSES, geometry="none", label="required",
                 aliases={"negative": 0, "positive": 1, "bad": 0, "good": 1})
@@ -113,6 +115,7 @@ class FramesApp:
 
     def notes(self) -> dict[str, Any]:
         w, h = self.cfg.frame_size
-        return {"crops": f"uniform random top-left corners in a {w} x {h} frame, one random "
+        return {**channel_notes("frame red", "frame green", "frame blue", COLOUR_SOURCE),
+                "crops": f"uniform random top-left corners in a {w} x {h} frame, one random "
                          "stream per frame and set (train / test)",
                 "test_index": "rank -> frame; average a frame's crop probabilities"}

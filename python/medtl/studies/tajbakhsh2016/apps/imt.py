@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from medtl.config import option
+from medtl.datasets.channels import gray_notes
 from medtl.datasets.formats.candidates import Candidate, CandidateError, Schema
 from medtl.datasets.formats.images import image_size, read_gray
 from medtl.datasets.formats.resize import resize_matrix
@@ -39,6 +40,8 @@ from medtl.provenance import assumed, paper
 from medtl.studies.tajbakhsh2016.dataset import TajbakhshConfig
 
 SEC = "Tajbakhsh 2016 Sec. VI-D"
+GRAY_SOURCE = (f"{SEC}: 'each extracted gray-scale patch was converted to a color patch by "
+               "repeating the gray channel thrice'")
 CLASSES = ("background", "lumen-intima", "media-adventitia")
 SCHEMA = Schema("imt", CLASSES, geometry="roi", label="optional", annotation=True,
                 aliases={"roi": 0})
@@ -236,7 +239,8 @@ class ImtApp:
         return {"test_rois_file": TEST_ROIS_CSV, "test_rois": n}
 
     def notes(self) -> dict[str, Any]:
-        return {"classes": "0 background, 1 lumen-intima, 2 media-adventitia; merge 1 and 2 "
+        return {**gray_notes("ultrasound gray", GRAY_SOURCE),
+                "classes": "0 background, 1 lumen-intima, 2 media-adventitia; merge 1 and 2 "
                            "as positive for the validation AUC (Sec. VII, Fig. 10)",
                 "test": "no test LMDB: apply the net at every pixel of each ROI in "
                         "test_rois.csv (medtl.studies.tajbakhsh2016.apps.imt.dense_batches)",

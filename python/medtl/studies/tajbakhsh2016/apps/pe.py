@@ -4,9 +4,11 @@ of CTPA candidates, made 3-channel by repeating the second channel.
 For a candidate at centre c with vessel axis a, the patch frame has axes (u, v, a) with u, v
 perpendicular to the vessel. Channel 1 is the cross-section (the u-v plane through c),
 channel 2 the longitudinal view (the u-a plane, the vessel running top to bottom); the
-stored patch is [cross-section, longitudinal, longitudinal]. Augmentation: patch sides 10,
-15 and 20 mm; the centre translated along the vessel 3 times (by -20%, 0 and +20% of the
-side); 5 rotations of (u, v) about the vessel axis: 45 patches per candidate, for training
+"RGB-like" picture is [cross-section, longitudinal, longitudinal] as R, G, B, stored in
+Caffe's channel order: [longitudinal, longitudinal, cross-section] (`medtl.datasets.channels`).
+Augmentation: patch sides 10, 15 and 20 mm; the centre translated along the vessel 3 times
+(by -20%, 0 and +20% of the side); the planes in the reference orientation and 5 more
+rotations about the vessel axis, 6 orientations: 54 patches per candidate, for training
 and test alike. Planes are sampled by cubic B-spline interpolation (`medtl.datasets.views`), then
 resized to the net input.
 """
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from medtl.config import option
+from medtl.datasets.channels import channel_notes, to_caffe
 from medtl.datasets.formats.candidates import Candidate, Schema
 from medtl.datasets.formats.images import read_volume
 from medtl.datasets.formats.resize import resize
@@ -29,6 +32,9 @@ from medtl.studies.tajbakhsh2016.dataset import TajbakhshConfig
 
 SEC = "Tajbakhsh 2016 Sec. VI-B"
 CLASSES = ("non-pe", "pe")
+CHANNELS_SOURCE = (f"{SEC}: 2-channel patches (cross-sectional, longitudinal); 'we simply "
+                   "repeated the second channel and produced 3-channel RGB-like image "
+                   "patches': R cross-section, G and B longitudinal")
 SCHEMA = Schema("pe", CLASSES, geometry="centre3d", label="required", axis=True, volume=True,
                 aliases={"negative": 0, "positive": 1, "fp": 0, "tp": 1})
 
@@ -48,9 +54,11 @@ class PeConfig(TajbakhshConfig):
         [-0.2, 0.0, 0.2], "shifts along the vessel, as shares of the patch side",
         assumed([-0.2, 0.0, 0.2], f"{SEC}: '3 times, up to 20% of the physical size'; the "
                 "three are taken symmetric about the candidate"))
-    rotations: int = option(5, "rotations about the vessel axis",
-                            paper(5, f"{SEC}: rotating the planes around the vessel axis, '5 "
-                                  "additional variations'"))
+    rotations: int = option(6, "orientations about the vessel axis (the first unrotated)",
+                            paper(6, f"{SEC}: 'rotating the longitudinal and cross-sectional "
+                                  "vessel planes around the vessel axis, resulting in 5 "
+                                  "additional variations for each scale and translation': "
+                                  "the unrotated planes and 5 rotations"))
     rotation_span_deg: float = option(
         180.0, "the rotations are spread evenly over [0, span) degrees",
         assumed(180.0, "not given; the longitudinal plane repeats every 180 degrees"))
@@ -148,8 +156,8 @@ class PeApp:
         sampler = source[0]
         views = sampler.render(np.repeat([cand.centre], len(indices), 0),
                                self.params(cand, indices), self.cfg.hu_window)
-        # R: cross-section (u-v plane), G: longitudinal (u-axis plane); the second repeated
-        two = views[:, [0, 1, 1]]
+        # the picture: R cross-section (u-v plane), G and B longitudinal (u-axis plane)
+        two = to_caffe(views[:, [0, 1, 1]], axis=1)
         s = self.cfg.patch_size
         return np.stack([resize(p, s, s) for p in two])
 
@@ -166,8 +174,8 @@ class PeApp:
         return {}
 
     def notes(self) -> dict[str, Any]:
-        return {"channels": "cross-section, longitudinal, longitudinal (Tajbakhsh's 2-channel "
-                            "representation with the second channel repeated)",
+        return {**channel_notes("cross-section", "longitudinal", "longitudinal",
+                                CHANNELS_SOURCE),
                 "longitudinal_view": "columns along u, rows along the vessel: the top row "
                                      "lies on the +axis side of the centre",
                 "coordinates": "centre and axis in world mm (ITK / DICOM LPS)",

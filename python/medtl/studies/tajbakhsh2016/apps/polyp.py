@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from medtl.config import option
+from medtl.datasets.channels import channel_notes
 from medtl.datasets.formats.candidates import Candidate, Schema
 from medtl.datasets.formats.images import (
     DIHEDRAL,
@@ -29,6 +30,7 @@ from medtl.provenance import assumed, paper
 from medtl.studies.tajbakhsh2016.dataset import TajbakhshConfig
 
 SEC = "Tajbakhsh 2016 Sec. VI-A"
+COLOUR_SOURCE = f"{SEC}: colour colonoscopy video frames, read as R, G, B"
 CLASSES = ("non-polyp", "polyp")
 SCHEMA = Schema("polyp", CLASSES, geometry="bbox", label="or_mask",
                 aliases={"negative": 0, "positive": 1})
@@ -145,7 +147,8 @@ class PolypApp:
         return {}
 
     def notes(self) -> dict[str, Any]:
-        return {"label_rule": "positive when the candidate's box centre lies inside the "
+        return {**channel_notes("frame red", "frame green", "frame blue", COLOUR_SOURCE),
+                "label_rule": "positive when the candidate's box centre lies inside the "
                               "ground-truth mask (or as the manifest's label says)",
                 "patches_per_candidate": self.n,
                 "variant_order": "scale-major, then shift, then flip (test_index.csv)"}
