@@ -2,9 +2,12 @@
 HDF5 sets, one sigmoid output, scored by accuracy at 0.5 (the poster's "96%"), ROC AUC with
 DeLong's interval, and the class balance that accuracy has to be read against.
 
-The runner trains on the HDF5 lists (`HDF5Data`, the images stored preprocessed) and hands
-the selected weights to :meth:`ChestXray14Adapter.evaluate`: the TEST-phase net over the test
-list (`medtl.infer.predict_database`), the labels it read checked against the test index.
+The runner trains on the HDF5 lists (`HDF5Data`, the images stored preprocessed): feature
+extraction on the plain `train` set, fine-tuning on the Keras-augmented `train_augmented` set
+(the poster's "Feature extraction without" / "Fine-tuning with Data Augmentation"; the
+dataset holds the sets its spec's configurations use). It hands the selected weights to
+:meth:`ChestXray14Adapter.evaluate`: the TEST-phase net over the test list
+(`medtl.infer.predict_database`), the labels it read checked against the test index.
 
 Spec: `dataset.options` are `medtl.studies.boit2019.dataset.ChestXray14Config`'s keys;
 `dataset.phantom` are :class:`ChestXray14Phantoms`'s keys.
@@ -25,9 +28,11 @@ from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
 from medtl.experiments.study import FoldData, RunInputs, StudyAdapter
 from medtl.infer import predict_database
 from medtl.metrics import auc_interval, wilson
+from medtl.protocols import Configuration
 from medtl.provenance import assumed
-from medtl.studies.boit2019.dataset import ChestXray14Config, build
+from medtl.studies.boit2019.dataset import TRAIN_AUGMENTED, ChestXray14Config, build
 from medtl.studies.boit2019.phantoms import write_chestxray14_collection
+from medtl.studies.boit2019.protocol import augmentation
 from medtl.studies.boit2019.reader import FINDINGS
 from medtl.studies.boit2019.report import chest_report
 
@@ -59,6 +64,7 @@ class ChestXray14Adapter(StudyAdapter):
     """The NIH ChestX-ray14 release (or the kit's phantoms in its layout) -> HDF5 sets."""
 
     builder = "chestxray14"
+    version = 2      # 2: train_augmented/ beside train/ (fine-tuning trains augmented)
     paper = "boit2019"
     studies = ("chestxray14_binary",)
     options_class = ChestXray14Config
@@ -68,8 +74,22 @@ class ChestXray14Adapter(StudyAdapter):
     split_help = ("ChestX-ray14 has one official patient-level split: use folds: [1] and "
                   "data_fractions: [1.0]")
 
+    def dataset_options(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """The training sets the spec's configurations train on (fine-tuning: augmented
+        copies; feature extraction: plain images)."""
+        augmented = {augmentation(c).value for c in self.experiment.configurations}
+        return {"plain_train": False in augmented, "augmented_train": True in augmented,
+                **raw}
+
     def check(self) -> None:
         where = f"{self.experiment.path}: dataset.options"
+        for cfg in self.experiment.configurations:
+            need = augmentation(cfg)
+            key = "augmented_train" if need.value else "plain_train"
+            if not getattr(self.config, key):
+                raise ConfigError(f"{where}.{key}: false, but {cfg.id} trains on "
+                                  f"{'augmented' if need.value else 'plain'} images "
+                                  f"({need.describe()})")
         outputs = 14 if self.config.task == "multilabel" else 1
         for cfg in self.experiment.configurations:
             if cfg.num_classes.value != outputs:
@@ -89,6 +109,15 @@ class ChestXray14Adapter(StudyAdapter):
 
     def build(self, source: Path, dest: Path, progress: bool) -> None:
         build(source, dest, self.config, progress=progress)
+
+    def fold_data_for(self, cfg: Configuration, fold: int, fraction: float, seed: int
+                      ) -> FoldData:
+        """The one split, training on the set `cfg` uses: `train_augmented` for
+        fine-tuning, `train` for feature extraction."""
+        self.prepare()
+        dbs = {d["role"]: d for d in self.manifest()["databases"]}
+        train = TRAIN_AUGMENTED if augmentation(cfg).value else "train"
+        return self.fold_from(dbs[train], dbs["val"], dbs["test"])
 
     # -------------------------------------------------------------- evaluation
 

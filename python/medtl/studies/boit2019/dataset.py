@@ -3,13 +3,17 @@
 Caffe's `Data` layer carries one integer label; the sigmoid cross-entropy loss of the binary
 and 14-label tasks needs float label vectors, so the images go to HDF5 files, stored as the
 net consumes them: 1024 x 1024 PNG -> 256 x 256 (area average) -> 224 x 224 (the centre, or
-a random crop for augmented copies) -> gray in B, G and R -> minus the DenseNet-Caffe port's
-BGR mean, times its scale (medtl.nets.densenet MEAN_BGR, INPUT_SCALE). HDF5Data takes no
+for augmented copies the `augment_crop` one) -> gray in B, G and R -> minus the DenseNet-Caffe
+port's BGR mean, times its scale (medtl.nets.densenet MEAN_BGR, INPUT_SCALE). HDF5Data takes no
 transform_param, so nothing is to be added in the prototxt.
 
-    train/train.txt (+ train_NNN.h5)   shuffled; `train_augmented_copies` Keras-augmented
-                                       copies of each image instead, when > 0
-    val/val.txt, test/test.txt         in list order
+    train/train.txt (+ train_NNN.h5)   shuffled centre crops (`plain_train`): feature
+                                       extraction, "without Data Augmentation"
+    train_augmented/train_augmented.txt
+                                       shuffled, `train_augmented_copies` Keras-augmented
+                                       copies of each training image (`augmented_train`):
+                                       fine-tuning, "with Data Augmentation"
+    val/val.txt, test/test.txt         in list order, never augmented
     <set>_index.csv                    rank -> image, patient, label(s), copy
     splits.csv                         image, patient, role (train / val / test)
     class_balance.csv                  images per finding (and binary class) per set
@@ -33,6 +37,7 @@ from PIL import Image
 
 from medtl import config
 from medtl.config import option
+from medtl.datasets.channels import gray_notes
 from medtl.datasets.dbset import DatabaseSet, DbSpec
 from medtl.datasets.formats.images import ImageError, read_gray
 from medtl.datasets.manifest import Manifest, sha256_file
@@ -40,14 +45,19 @@ from medtl.datasets.splits import SPLITS_CSV, Member, write_splits
 from medtl.io import atomic_dir
 from medtl.nets.densenet import INPUT_SCALE, MEAN_BGR
 from medtl.progress import bar
-from medtl.provenance import assumed, paper
+from medtl.provenance import assumed
 from medtl.studies.boit2019.augment import KerasAugment
 from medtl.studies.boit2019.reader import FINDINGS, ChestXray14Error, Collection, Entry, scan
+
+GRAY_SOURCE = ("assumed: the ChestX-ray14 PNGs are gray and Boit 2019 does not say how the "
+               "three input channels were filled; gray in all three, as Keras' "
+               "load_img(color_mode='rgb') gives")
 
 METHODS = "Boit & Zeng 2019 Methodology"
 CHOLLET = ("Chollet, Deep Learning with Python Sec. 5.2.5 ImageDataGenerator example, the "
            "Keras recipe the poster follows")
 ROLES = ("train", "val", "test")
+TRAIN_AUGMENTED = "train_augmented"
 BALANCE_CSV = "class_balance.csv"
 
 
@@ -82,11 +92,25 @@ class ChestXray14Config:
             "(medtl.nets.densenet.MEAN_BGR)"))
     input_scale: float = option(INPUT_SCALE, "factor after the mean is subtracted", assumed(
         INPUT_SCALE, "the DenseNet-Caffe port's scale (medtl.nets.densenet.INPUT_SCALE)"))
+    plain_train: bool = option(
+        True, "build train/: each training image once, its centre crop (what feature "
+        "extraction trains on: Boit & Zeng 2019 Results, 'Feature extraction without Data "
+        "Augmentation'); a spec sets it from its configurations")
+    augmented_train: bool = option(
+        False, "build train_augmented/: Keras-augmented copies of each training image (what "
+        "fine-tuning trains on: Boit & Zeng 2019 Results, 'Fine-tuning with Data "
+        "Augmentation'); a spec sets it from its configurations")
     train_augmented_copies: int = option(
-        0, "0: each training image once (centre crop); k > 0: k Keras-augmented copies each "
-        "(random transform and random crop) in place of the original",
-        paper(0, "Boit & Zeng 2019 Results: 'Feature extraction without Data Augmentation' "
-              "(set k > 0 for 'Fine-tuning with Data Augmentation')"))
+        1, "augmented copies of each training image in train_augmented/", assumed(
+            1, "the poster gives none: one copy per image, so an epoch holds as many images "
+            "as a Keras epoch over the training set; Keras draws new transforms every epoch, "
+            "which stored copies cannot (with k copies an epoch is k passes)"), minimum=1)
+    augment_crop: str = option(
+        "random", "augmented copies: a random or the centre crop_size crop of the "
+        "image_size image", assumed("random", "the poster gives no crop; a random crop, as "
+                                    "the DenseNet port's ImageNet training crops (Keras' "
+                                    "flow_from_directory resizes instead)"),
+        choices=("random", "centre"))
     rotation_range: float = option(40.0, "augmentation: rotation range (degrees)",
                                    assumed(40.0, CHOLLET))
     width_shift_range: float = option(0.2, "augmentation: column shift (fraction)",
@@ -115,8 +139,10 @@ class ChestXray14Config:
             raise ValueError("val_fraction must lie in (0, 1)")
         if not 0 < self.crop_size <= self.image_size:
             raise ValueError("need 0 < crop_size <= image_size")
-        if self.train_augmented_copies < 0 or self.max_images < 0:
-            raise ValueError("train_augmented_copies and max_images must be >= 0")
+        if self.train_augmented_copies < 1 or self.max_images < 0:
+            raise ValueError("need train_augmented_copies >= 1 and max_images >= 0")
+        if not (self.plain_train or self.augmented_train):
+            raise ValueError("build a training set: plain_train or augmented_train")
         if self.task == "multilabel" and (self.positive_findings
                                           or self.binary_negatives != "rest"):
             raise ValueError("positive_findings / binary_negatives apply to the binary task")
@@ -154,17 +180,35 @@ def split_patients(col: Collection, cfg: ChestXray14Config) -> dict[str, str]:
 class _Set:
     images: list[str]
     labels: list[Any]
+
+
+@dataclass(frozen=True)
+class _Db:
+    """One database: its name (folder and manifest role), the split whose images it holds,
+    and 0 (each image once, centre crop) or k augmented copies of each."""
+
+    name: str
+    split: str
     copies: int
+    images: int
 
     @property
     def count(self) -> int:
-        return len(self.images) * max(1, self.copies)
+        return self.images * max(1, self.copies)
+
+
+def _databases(cfg: ChestXray14Config, sets: dict[str, _Set]) -> list[_Db]:
+    train = len(sets["train"].images)
+    out = [_Db("train", "train", 0, train)] if cfg.plain_train else []
+    if cfg.augmented_train:
+        out.append(_Db(TRAIN_AUGMENTED, "train", cfg.train_augmented_copies, train))
+    return out + [_Db(r, r, 0, len(sets[r].images)) for r in ("val", "test")]
 
 
 def _plan(col: Collection, cfg: ChestXray14Config, manifest: Manifest
           ) -> tuple[dict[str, str], dict[str, _Set]]:
     role = split_patients(col, cfg)
-    sets = {r: _Set([], [], cfg.train_augmented_copies if r == "train" else 0) for r in ROLES}
+    sets = {r: _Set([], []) for r in ROLES}
     for source in (col.train_val, col.test):
         for image in source:
             entry = col.entries[image]
@@ -220,22 +264,22 @@ def build(root: Path, dest: Path, cfg: ChestXray14Config | None = None, *,
                         seed=cfg.seed, config=config.to_dict(cfg),
                         protocol=config.protocol_values(cfg), classes=classes)
     role, sets = _plan(col, cfg, manifest)
+    plan = _databases(cfg, sets)
     columns = ("image", "patient_id", *(("findings",) if multi else ("label", "findings")),
                "copy")
-    aug = cfg.augment()
     s = cfg.crop_size
     with atomic_dir(dest) as tmp:
         dbs = DatabaseSet(tmp, dest, manifest)
         try:
             ranks = {}
-            for r in ROLES:
-                st = sets[r]
-                ranks[r] = (np.random.default_rng([cfg.seed, zlib.crc32(r.encode())])
-                            .permutation(st.count) if r == "train" else np.arange(st.count))
-                dbs.add(DbSpec(r, "hdf5", r, None, st.count, (3, s, s), dtype="float32",
-                               label_shape=(len(FINDINGS),) if multi else (),
+            for d in plan:
+                ranks[d.name] = (np.random.default_rng([cfg.seed, zlib.crc32(d.name.encode())])
+                                 .permutation(d.count) if d.split == "train"
+                                 else np.arange(d.count))
+                dbs.add(DbSpec(d.name, "hdf5", d.name, None, d.count, (3, s, s),
+                               dtype="float32", label_shape=(len(FINDINGS),) if multi else (),
                                index_columns=columns))
-            _write_all(col, sets, ranks, dbs, cfg, aug, manifest, root, progress)
+            _write_all(col, sets, plan, ranks, dbs, cfg, manifest, root, progress)
             dbs.close()
         except BaseException:
             dbs.abort()
@@ -246,9 +290,10 @@ def build(root: Path, dest: Path, cfg: ChestXray14Config | None = None, *,
             manifest.add_source(root / "BBox_List_2017.csv", root)
         members = [Member(i, col.entries[i].patient) for r in ROLES for i in sets[r].images]
         write_splits(tmp / SPLITS_CSV, members, role)
-        manifest.counts = class_balance(col, sets, cfg)
+        manifest.counts = class_balance(col, sets, cfg, plan)
         write_balance_csv(tmp / BALANCE_CSV, manifest.counts)
         manifest.notes = {
+            **gray_notes("X-ray gray (minus that channel's mean)", GRAY_SOURCE),
             "input": f"stored preprocessed: BGR mean {tuple(cfg.mean_bgr)} subtracted, x "
                      f"{cfg.input_scale}; add no transform_param (HDF5Data has none)",
             "labels": "multi-hot over FINDINGS order" if multi else
@@ -257,21 +302,44 @@ def build(root: Path, dest: Path, cfg: ChestXray14Config | None = None, *,
             "split": "official patient-level lists; validation patients from train_val",
             "data_entry": col.data_entry.name,
             "bbox_rows": len(col.bboxes),
-            "augmentation": "Keras ImageDataGenerator transforms "
-                            "(medtl.studies.boit2019.augment) on the 256 image, then a random "
-                            "crop" if cfg.train_augmented_copies else "none (centre crops)",
+            "augmentation": augmentation_note(cfg),
             "splits_file": SPLITS_CSV,
         }
         manifest.write(tmp)
     return dest
 
 
-def _write_all(col: Collection, sets: dict[str, _Set], ranks, dbs: DatabaseSet,
-               cfg: ChestXray14Config, aug: KerasAugment, manifest: Manifest, root: Path,
-               progress: bool) -> None:
-    total = sum(st.count for st in sets.values())
+def augmentation_note(cfg: ChestXray14Config) -> str:
+    """What the manifest says of the training sets' augmentation."""
+    plain = "train/: centre crops, no augmentation" if cfg.plain_train else ""
+    if not cfg.augmented_train:
+        return plain
+    augmented = (f"{TRAIN_AUGMENTED}/: {cfg.train_augmented_copies} copies of each training "
+                 "image, Keras ImageDataGenerator transforms (medtl.studies.boit2019.augment) "
+                 f"on the {cfg.image_size} image, then a {cfg.augment_crop} crop")
+    return "; ".join(filter(None, (plain, augmented)))
+
+
+def _view(gray: np.ndarray, image: str, copy: int, augmented: bool, cfg: ChestXray14Config,
+          aug: KerasAugment) -> np.ndarray:
+    """The stored input of one record: the centre crop, or augmented copy `copy`."""
     centre = (cfg.image_size - cfg.crop_size) // 2
-    pbar = bar(total, "ChestX-ray14 images", enabled=progress, unit="record")
+    if not augmented:
+        return to_input(gray, centre, centre, cfg)
+    rng = np.random.default_rng([cfg.seed, zlib.crc32(image.encode()), copy])
+    g = aug.apply(gray, aug.draw(rng, *gray.shape))
+    top, left = (rng.integers(0, cfg.image_size - cfg.crop_size + 1, 2)
+                 if cfg.augment_crop == "random" else (centre, centre))
+    return to_input(g, int(top), int(left), cfg)
+
+
+def _write_all(col: Collection, sets: dict[str, _Set], plan: list[_Db], ranks,
+               dbs: DatabaseSet, cfg: ChestXray14Config, manifest: Manifest, root: Path,
+               progress: bool) -> None:
+    """Every record: each image read once, written to every database of its split."""
+    aug = cfg.augment()
+    pbar = bar(sum(d.count for d in plan), "ChestX-ray14 images", enabled=progress,
+               unit="record")
     try:
         for r in ROLES:
             st = sets[r]
@@ -283,18 +351,13 @@ def _write_all(col: Collection, sets: dict[str, _Set], ranks, dbs: DatabaseSet,
                     manifest.add_source(path, root, sha256=sha256_file(path))
                 gray = load_resized(path, cfg.image_size)
                 findings = "|".join(entry.findings) or "No Finding"
-                for copy in range(max(1, st.copies)):
-                    if st.copies:
-                        rng = np.random.default_rng([cfg.seed, zlib.crc32(image.encode()), copy])
-                        g = aug.apply(gray, aug.draw(rng, *gray.shape))
-                        top, left = rng.integers(0, cfg.image_size - cfg.crop_size + 1, 2)
-                    else:
-                        g, top, left = gray, centre, centre
-                    rank = int(ranks[r][copy * n + k])
-                    extra = [findings] if isinstance(label, list) else [label, findings]
-                    dbs.put(r, rank, to_input(g, int(top), int(left), cfg), label,
-                            entry.patient, [image, entry.patient, *extra, copy])
-                    pbar.update(1)
+                extra = [findings] if isinstance(label, list) else [label, findings]
+                for d in (d for d in plan if d.split == r):
+                    for copy in range(max(1, d.copies)):
+                        dbs.put(d.name, int(ranks[d.name][copy * n + k]),
+                                _view(gray, image, copy, d.copies > 0, cfg, aug), label,
+                                entry.patient, [image, entry.patient, *extra, copy])
+                        pbar.update(1)
         if not cfg.hash_images:
             for folder in sorted({p.parent for p in col.images.values()}):
                 manifest.sources.append({"path": str(folder.relative_to(root)),
@@ -305,14 +368,16 @@ def _write_all(col: Collection, sets: dict[str, _Set], ranks, dbs: DatabaseSet,
         pbar.close()
 
 
-def class_balance(col: Collection, sets: dict[str, _Set], cfg: ChestXray14Config
-                  ) -> dict[str, Any]:
-    """Per set: images, patients, records, label counts (and every finding's count)."""
+def class_balance(col: Collection, sets: dict[str, _Set], cfg: ChestXray14Config,
+                  plan: list[_Db]) -> dict[str, Any]:
+    """Per set: images, patients, records per database, label counts (and every
+    finding's count)."""
     out: dict[str, Any] = {}
     for r, st in sets.items():
         findings = Counter(f for i in st.images for f in col.entries[i].findings)
         entry: dict[str, Any] = {
-            "images": len(st.images), "records": st.count,
+            "images": len(st.images),
+            "records": {d.name: d.count for d in plan if d.split == r},
             "patients": len(col.patients(st.images)),
             "no_finding": sum(1 for i in st.images if not col.entries[i].findings),
             "findings": {f: findings.get(f, 0) for f in FINDINGS}}

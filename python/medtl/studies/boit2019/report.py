@@ -15,6 +15,8 @@ import numpy as np
 
 from medtl.experiments.report.context import ReportBody, ReportContext
 from medtl.experiments.report.figures import plt, roc_figure, save_figure, trace_figure
+from medtl.protocols import Configuration
+from medtl.studies.boit2019.protocol import augmentation
 
 ROLES = ("train", "val", "test")
 
@@ -35,14 +37,22 @@ def chest_report(ctx: ReportContext) -> ReportBody:
     figures = [roc_figure(curves, ctx.fig_dir / "roc.png",
                           "test images (first run of each configuration)"),
                _balance_figure(balance, ctx.fig_dir / "class_balance.png"),
-               trace_figure([(run.label, run) for run in ctx.first_per_configuration()],
+               trace_figure([(run.label, run) for run in ctx.runs],
                             ctx.fig_dir / "training_traces.png")]
     notes = ["- probabilities: the TEST-phase net (`net/test.prototxt`, HDF5Data over the test "
              "list in order; `medtl.infer`) with the selected snapshot; the labels it read are "
              "checked against `test_index.csv`"]
+    notes += [_training_data(cfg) for cfg in ctx.experiment.configurations]
     return ReportBody(lines, {"rows": rows_json, "class_balance": balance}, figures, notes,
                       assumptions=[f"accuracy threshold {m0['threshold']['value']}: "
                                    f"{m0['threshold'].get('assumed', '')}"])
+
+
+def _training_data(cfg: Configuration) -> str:
+    a = augmentation(cfg)
+    data = ("Keras-augmented copies (`train_augmented`)" if a.value
+            else "plain centre crops (`train`)")
+    return f"- {cfg.label}: trains on {data} <- {a.describe()}"
 
 
 def _results(ctx: ReportContext, pub_accuracy: float | None
