@@ -4,8 +4,8 @@ One run = one solver prototxt (train net + validation net). Every epoch the driv
 solver through the epoch's iterations, validates (loss, accuracy, ROC AUC over each validation
 record exactly once), snapshots (caffemodel + solverstate + Caffe's random state), appends a row
 to `trace.csv` and keeps the snapshot the study's selection rule picks: the lowest
-validation loss or the highest validation AUC. `iterations.csv` holds Caffe's own learning rate and loss
-at every display interval of the solver, as `caffe train` prints them.
+validation loss or the highest validation AUC. `iterations.csv` holds Caffe's own learning
+rate and loss at every display interval of the solver, as `caffe train` prints them.
 
 Exactly `caffe train`: Caffe is seeded once, by the solver's `random_seed`, and the driver
 draws nothing itself, so on CPU an uninterrupted run ends with the weights `caffe train
