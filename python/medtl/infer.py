@@ -107,8 +107,9 @@ class ArrayNet:
         return self._crop(x - self.mean) * self.scale
 
     def __call__(self, images: np.ndarray, blob: str = "prob", *, batch: int = 50,
-                 preprocessed: bool = False) -> np.ndarray:
-        """n x D activations of `blob` (flattened per record) for n records."""
+                 preprocessed: bool = False, flat: bool = True) -> np.ndarray:
+        """n x D activations of `blob` (flattened per record) for n records; with `flat`
+        False in the blob's own shape (n x C x H x W for a feature map such as pool5)."""
         end = self.layer_of(blob)
         out = []
         for start in range(0, len(images), batch):
@@ -121,7 +122,8 @@ class ArrayNet:
                 self.net.reshape()
             data.data[...] = x
             self.net.forward(end=end)
-            out.append(np.array(self.net.blobs[blob].data, copy=True).reshape(len(x), -1))
+            act = np.array(self.net.blobs[blob].data, copy=True)
+            out.append(act.reshape(len(x), -1) if flat else act)
         return np.concatenate(out) if out else np.empty((0, 0), np.float32)
 
     def _crop(self, x: np.ndarray) -> np.ndarray:

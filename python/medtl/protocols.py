@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from medtl.finetune import Policy
+from medtl.finetune import GAUSSIAN_STD, Policy
+from medtl.nets.registry import get_model
+from medtl.nets.variants import input_transform
 from medtl.provenance import Sourced
 from medtl.registry import Registry
 from medtl.solver import SolverRecipe
@@ -44,6 +46,11 @@ class Configuration:
                "policy.first_learning": p.first_learning, "policy.tuned_mult": p.tuned_mult,
                "policy.classifier_mult": p.classifier_mult, "policy.bias_ratio": p.bias_ratio,
                "policy.decay_mults": p.decay_mults}
+        if p.init.value == "gaussian":
+            out["policy.gaussian_std"] = GAUSSIAN_STD
+        if self.loss == "softmax":   # LMDB input: Caffe's transform_param
+            out.update({f"transform.{k}": v
+                        for k, v in input_transform(get_model(self.model)).items()})
         out.update({f"solver.{k}": v for k, v in self.solver.values().items()})
         return out
 
@@ -58,6 +65,22 @@ PROTOCOLS: Registry[list[Configuration]] = Registry("paper")
 def register_protocol(paper: str, configs: list[Configuration]) -> list[Configuration]:
     """Called once by each paper's protocol module."""
     return PROTOCOLS.register(paper, configs)
+
+
+SELECTIONS: Registry[dict[str, Sourced]] = Registry("paper")
+
+
+def register_selection(paper: str, per_study: dict[str, Sourced]) -> dict[str, Sourced]:
+    """Called by a paper's protocol module: study -> the snapshot its runs keep
+    (`min_val_loss` or `max_val_auc`), with its source or the reason it is assumed."""
+    return SELECTIONS.register(paper, per_study)
+
+
+def selection_rule(paper: str, study: str) -> Sourced | None:
+    """The snapshot rule a paper's protocol declares for a study (None: it declares none)."""
+    if paper not in list(SELECTIONS):
+        return None
+    return SELECTIONS.get(paper).get(study)
 
 
 def configurations(paper: str | None = None) -> list[Configuration]:

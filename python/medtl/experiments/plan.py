@@ -31,18 +31,14 @@ from medtl.experiments.spec import Experiment, WeightsFile, read_experiment
 from medtl.experiments.study import StudyAdapter, study_for
 from medtl.nets.registry import get_model
 from medtl.paths import resolve
-from medtl.protocols import Configuration
-from medtl.provenance import Sourced, assumed, paper
+from medtl.protocols import Configuration, selection_rule
+from medtl.provenance import Sourced, assumed
 from medtl.solver import SolverRecipe
 
 RUN_FILE = "run.json"
 FINISHED = "metrics.json"
 FAILED = "failed.json"
 SYNTHETIC_SOURCE = "synthetic-source"
-SELECTION = {"shin2016": paper("min_val_loss", "Shin 2016 Sec. IV-C: the snapshot with the "
-                                              "lowest validation loss"),
-             "tajbakhsh2016": paper("max_val_auc", "Tajbakhsh 2016 Sec. VI: training stopped "
-                                                   "at the highest validation AUC (80/20)")}
 
 
 class State(str, Enum):
@@ -101,12 +97,13 @@ class Plan:
         return run_state(self, run)
 
 
-def expand(experiment: Experiment) -> list[RunPlan]:
-    """Every run of the experiment, in a stable order (configuration, fold, fraction, seed)."""
+def expand(experiment: Experiment, folds: list[int]) -> list[RunPlan]:
+    """Every run of the experiment on `folds` (the spec's, resolved by its study), in a
+    stable order (configuration, fold, fraction, seed)."""
     s = experiment.spec
     return [RunPlan(experiment, cfg, fold, fraction, seed)
             for cfg in experiment.configurations
-            for fold in s.folds
+            for fold in folds
             for fraction in s.data_fractions
             for seed in s.seeds]
 
@@ -120,7 +117,7 @@ def load_plan(path: Path) -> Plan:
     if experiment.spec.published:
         published = load_published(resolve(experiment.spec.published, experiment.folder),
                                    where=f"{experiment.path}: published")
-    return Plan(experiment, study, expand(experiment), published)
+    return Plan(experiment, study, expand(experiment, study.folds), published)
 
 
 # ------------------------------------------------------------------ resolved settings
@@ -150,8 +147,9 @@ def selection_for(experiment: Experiment) -> Sourced:
     choice = experiment.training.selection
     if choice != "paper":
         return _deviation(choice, "training.selection")
-    return SELECTION.get(experiment.spec.paper, assumed(
-        "min_val_loss", "the paper gives no snapshot selection; lowest validation loss"))
+    rule = selection_rule(experiment.spec.paper, experiment.spec.study)
+    return rule or assumed("min_val_loss",
+                           "the paper gives no snapshot selection; lowest validation loss")
 
 
 def pretrained_source(experiment: Experiment, cfg: Configuration) -> dict[str, Any] | None:

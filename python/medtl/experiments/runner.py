@@ -5,7 +5,9 @@ carry it out; locally :func:`run_experiment` launches `python -m medtl run-one S
 processes, N at a time. A run folder holds
 
     run.json        the resolved settings (what makes the run stale when they change), the
-                    provenance of every value, the spec's deviations, the data it read
+                    provenance of every value, the spec's deviations, the data it read;
+                    after training what it cost (`resources`: time, images/s, peak memory,
+                    hardware; medtl.experiments.resources)
     run.log         everything the run printed, Caffe's log included
     net/, solver.prototxt, trace.csv, snapshots/, selected.caffemodel   (medtl.train.driver)
     predictions.csv the test outputs per sample (the study's evaluation)
@@ -43,10 +45,10 @@ from medtl.experiments.plan import (
     with_overrides,
 )
 from medtl.experiments.pretrained import check_source_weights, initial_weights
+from medtl.experiments.resources import measure, training_resources
 from medtl.experiments.runlog import tee_output
 from medtl.experiments.study import FoldData, RunInputs
 from medtl.generate import DataPaths, RunPaths, configuration_files
-from medtl.nets.registry import get_model
 from medtl.paths import shown, to_results
 from medtl.protocols import Configuration
 from medtl.provenance import Sourced
@@ -128,7 +130,7 @@ def run_one(plan: Plan, run: RunPlan, *, progress: bool = True) -> dict[str, Any
         return json.loads((run_dir / FINISHED).read_text())
     experiment, study = plan.experiment, plan.study
     gpu = experiment.training.gpu
-    fold = study.fold_data(run.fold, run.fraction, run.seed, get_model(run.config.model))
+    fold = study.fold_data_for(run.config, run.fold, run.fraction, run.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     io.clean_stale_temps(run_dir)
     if not (run_dir / RUN_FILE).is_file():
@@ -140,16 +142,21 @@ def run_one(plan: Plan, run: RunPlan, *, progress: bool = True) -> dict[str, Any
         initial = initial_weights(experiment, cfg, run_dir / "net" / "train.prototxt",
                                   run_dir / "init.caffemodel", seed=run.seed,
                                   progress=progress)
-    if cfg.policy.first_learning.value == "none":
-        result = _untrained(initial, run_dir)
-    else:
-        result = train(TrainSpec(
-            solver=Path(paths.solver_file), run_dir=run_dir,
-            iters_per_epoch=solver_plan.iters_per_epoch.value,
-            max_epochs=cfg.solver.max_epochs.value, val_batches=solver_plan.test_iter.value,
-            selection=selection_for(experiment).value, seed=run.seed,
-            positive_classes=study.positive_classes, weights=initial, gpu=gpu,
-            chance_loss=chance_loss(cfg), progress=progress))
+    with measure(gpu) as usage:
+        if cfg.policy.first_learning.value == "none":
+            result = _untrained(initial, run_dir)
+        else:
+            result = train(TrainSpec(
+                solver=Path(paths.solver_file), run_dir=run_dir,
+                iters_per_epoch=solver_plan.iters_per_epoch.value,
+                max_epochs=cfg.solver.max_epochs.value,
+                val_records=solver_plan.val_size,
+                selection=selection_for(experiment).value,
+                positive_classes=study.positive_classes, weights=initial, gpu=gpu,
+                chance_loss=chance_loss(cfg), progress=progress))
+    _record_resources(run_dir, training_resources(usage, result.trace,
+                                                  cfg.solver.batch_size.value,
+                                                  result.resumed_from_epoch))
 
     metrics = study.evaluate(RunInputs(cfg, fold, result.selected_weights, initial, run_dir,
                                        run.seed, gpu))
@@ -167,6 +174,14 @@ def run_one(plan: Plan, run: RunPlan, *, progress: bool = True) -> dict[str, Any
     })
     io.write_json(run_dir / FINISHED, metrics)
     return metrics
+
+
+def _record_resources(run_dir: Path, resources: dict[str, Any]) -> None:
+    """Add what training cost (`medtl.experiments.resources`) to run.json; its settings, which
+    decide whether the run is stale, stay as written."""
+    record = json.loads((run_dir / RUN_FILE).read_text())
+    record["resources"] = resources
+    io.write_json(run_dir / RUN_FILE, record)
 
 
 def chance_loss(cfg: Configuration) -> float:

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from medtl.config import ConfigError, from_mapping, load_yaml, option
 from medtl.paths import results_root
 from medtl.protocols import Configuration, configurations
+
+ALL_FOLDS = "all"  # `folds: [all]`: every fold of the dataset's split
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,10 @@ class ExperimentSpec:
         ["all"], "configuration ids of the protocol (model_policy), 'all', or {model, "
                  "policy} for a combination the paper did not run (a deviation)",
         non_empty=True)
-    folds: list[int] = option([1], "folds to run (1-based; at most the dataset's fold count)",
-                              minimum=1, non_empty=True)
+    folds: list[int | Literal["all"]] = option(
+        [1], "folds to run (1-based; at most the dataset's fold count), or [all]: every fold "
+             "of the dataset's split (e.g. one per patient for leave-one-patient-out)",
+        minimum=1, non_empty=True)
     data_fractions: list[float] = option([1.0], "fractions of the training groups kept",
                                          minimum=0, exclusive_minimum=True, maximum=1,
                                          non_empty=True)
@@ -207,6 +212,8 @@ def read_experiment(path: Path) -> Experiment:
         if missing:
             raise ConfigError(f"{path}: ensembles.{name}: {missing[0]!r} is not among the "
                               "spec's configurations")
+    if ALL_FOLDS in spec.folds and spec.folds != [ALL_FOLDS]:
+        raise ConfigError(f"{path}: folds: give fold numbers or [all], not both")
     for key in ("folds", "data_fractions", "seeds"):
         values = getattr(spec, key)
         if len(set(values)) != len(values):

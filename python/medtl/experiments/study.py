@@ -17,8 +17,9 @@ every study, so a study writes only what is its own:
   per-sample rows (`predictions`), and the study's score (`score`).
 
 A study subclass names its `builder` (the spec's `dataset.builder`), which registers it, and
-writes what is its own: `build`, `fold_data` where its folds are not one manifest split,
-`predictions`, `score` (or all of `evaluate`), `report`, and the few checks only it can make.
+writes what is its own: `build`, `fold_data` where its folds are not one manifest split
+(`fold_data_for` where its configurations train on different sets), `predictions`, `score`
+(or all of `evaluate`), `report`, and the few checks only it can make.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from medtl import config as cfgmod
 from medtl import io
 from medtl.errors import ConfigError, InputError
 from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
-from medtl.experiments.spec import Experiment
+from medtl.experiments.spec import ALL_FOLDS, Experiment
 from medtl.infer import predict_database
 from medtl.nets.registry import ModelSpec, get_model
 from medtl.paths import content_identity, resolve, results_root, shown
@@ -185,6 +186,13 @@ class StudyAdapter:
         dbs = {d["role"]: d for d in self.manifest()["databases"]}
         return self.fold_from(dbs["train"], dbs["val"], dbs["test"])
 
+    def fold_data_for(self, cfg: Configuration, fold: int, fraction: float, seed: int
+                      ) -> FoldData:
+        """The inputs of one run of `cfg` (what the runner asks for): the fold's data by
+        default; a study whose configurations train on different sets of one dataset (Boit:
+        fine-tuning on augmented copies, feature extraction on plain images) chooses here."""
+        return self.fold_data(fold, fraction, seed, get_model(cfg.model))
+
     def predictions(self, fold: FoldData, probs: np.ndarray) -> list[dict[str, Any]]:
         """Per test sample: its metadata and score, from the net's outputs in record order."""
         raise NotImplementedError
@@ -211,11 +219,24 @@ class StudyAdapter:
 
     # ------------------------------------------------------------------ owned by the base
 
+    @cached_property
+    def folds(self) -> list[int]:
+        """The folds to run: the spec's, or for `[all]` every fold of the dataset."""
+        spec = self.experiment.spec
+        if spec.folds != [ALL_FOLDS]:
+            return list(spec.folds)
+        count = self.fold_count()
+        if count is None:
+            raise ConfigError(f"{self.experiment.path}: folds: [all]: the {self.builder} "
+                              "dataset's fold count is known only once it is built; list the "
+                              "folds")
+        return list(range(1, count + 1))
+
     def check_plan(self) -> None:
         """The spec's folds and data fractions against what the dataset provides."""
         spec = self.experiment.spec
         count = self.fold_count()
-        for fold in spec.folds:
+        for fold in self.folds:
             if count is not None and fold > count:
                 raise ConfigError(f"{self.experiment.path}: folds: fold {fold}, but the "
                                   f"{self.builder} dataset has {count} fold(s)"

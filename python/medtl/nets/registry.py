@@ -43,6 +43,18 @@ _ENTRIES: dict[str, str] = {
     "densenet121-boit": "medtl.nets.densenet:DENSENET121_BOIT",
 }
 
+# The last spatial feature map of each net, for activation maps (Shin Fig. 13 shows AlexNet's
+# pool5, 256 x 6 x 6). Where the last pooling layer is global (GoogLeNet's pool5/7x7_s1,
+# DenseNet's pool5: 1 x 1), the map it averages is named instead; DenseNet's blob is read
+# after its in-place Scale and ReLU.
+FEATURE_MAP_BLOBS: dict[str, str] = {
+    "cifarnet": "pool3",
+    "alexnet-h": "pool5", "alexnet-l": "pool5", "caffenet": "pool5",
+    "overfeat": "pool5", "vgg16": "pool5",
+    "googlenet-h": "inception_5b/output", "googlenet-l": "inception_5b/output",
+    "densenet121": "conv5_blk/bn", "densenet121-boit": "conv5_blk/bn",
+}
+
 
 class UnknownModelError(MedtlError, KeyError):
     def __str__(self) -> str:
@@ -59,3 +71,10 @@ def get_model(name: str) -> ModelSpec:
     except KeyError:
         raise UnknownModelError(name) from None
     return getattr(import_module(module), attr)
+
+
+def feature_map_blob(name: str) -> str:
+    """The blob of model `name` whose activation maps the reports draw (see
+    FEATURE_MAP_BLOBS)."""
+    get_model(name)
+    return FEATURE_MAP_BLOBS[name]

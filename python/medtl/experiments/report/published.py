@@ -11,6 +11,7 @@ parsed and checked once.
         rows:                                  # label -> values, or label -> {study: values}
           CifarNet: {ln_mediastinum: [0.91, 0.70], ln_abdomen: [0.81, 0.44]}
         notes: ["..."]
+        hardware: "one NVidia K40 GPU (12 GB)"  # timing tables: what the paper measured on
 
 Every row has one value per metric (or class): a number, a text as printed (e.g. a time)
 or `null` for a value the paper does not give.
@@ -37,6 +38,7 @@ class TableSpec:
     rows: dict[str, Values | dict[str, Values]] = option(
         {}, "row label -> values, or -> {study: values}")
     notes: list[str] = option([], "remarks on transcription and ambiguities")
+    hardware: str = option("", "what the paper measured on (for timing tables)")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Table:
     classes: list[str]
     rows: dict[str, Values]            # this study's rows
     notes: list[str] = field(default_factory=list)
+    hardware: str = ""                 # what the paper measured on (timing tables)
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class Published:
                 else:
                     rows[label] = list(values)
             out.append(Table(name, t.source, t.description, list(t.metrics), list(t.classes),
-                             rows, list(t.notes)))
+                             rows, list(t.notes), t.hardware))
         return out
 
     def table(self, name: str, study: str) -> Table | None:

@@ -1,13 +1,15 @@
 """Shin et al. 2016, IEEE TMI: CNNs for CADe, transfer learning on lymph nodes and ILD.
 
-Policies RI / TL / ImNet (Sec. III-C), the LN solver (Sec. III-C), the ILD solver (Sec. IV-C),
-and the configurations of Tables II, III, VI and VIII.
+Policies RI / TL / ImNet (Sec. III-C), the LN solver (Sec. III-C), the ILD solver (Sec. IV-C:
+the paragraph on the ILD runs of Tables VI and VII), the snapshot each study keeps, and the
+configurations of Tables II, III, VI and VIII. Sec. IV-C covers the ILD runs only: a value of
+the LN studies that the paper does not give in Sec. II, III-C or IV-A is assumed.
 """
 
 from __future__ import annotations
 
 from medtl.finetune import Policy
-from medtl.protocols import Configuration, register_protocol
+from medtl.protocols import Configuration, register_protocol, register_selection
 from medtl.provenance import assumed, paper
 from medtl.solver import SolverRecipe
 
@@ -71,7 +73,8 @@ def ild_solver(batch: int, batch_source: str) -> SolverRecipe:
         momentum=paper(0.9, S4C),
         weight_decay=paper(0.0005, S4C),
         batch_size=paper(batch, batch_source),
-        max_epochs=paper(90, f"{S4C}: up to 90 epochs, lowest-validation-loss snapshot kept"),
+        max_epochs=paper(90, f"{S4C}: 'trained for up to 90 epochs with early stopping "
+                             "criteria'"),
         val_batch_size=assumed(batch, "the paper gives no validation batch size; same as "
                                       "training"),
     )
@@ -150,4 +153,14 @@ def _configurations() -> list[Configuration]:
 
 
 CONFIGURATIONS = register_protocol(PAPER, _configurations())
-__all__ = ["CONFIGURATIONS", "IMNET", "LN_SOLVER", "RI", "TL"]
+
+# The snapshot each study's runs keep (`medtl.experiments.plan.selection_for`).
+ILD_SELECTION = paper("min_val_loss", f"{S4C}: 'a model snapshot with low validation loss is "
+                                      "taken for the final model' (the ILD runs)")
+LN_SELECTION = assumed(
+    "min_val_loss", "Sec. III-C trains the LN CNNs for 30 epochs ('training convergence can "
+    "be observed within 30 epochs') and gives no snapshot rule; the ILD runs' rule (Sec. "
+    "IV-C: the snapshot with low validation loss) is assumed, on held-out training patients")
+SELECTION = register_selection(PAPER, {**{study: LN_SELECTION for study in LN_SIZES},
+                                       **{study: ILD_SELECTION for study in ILD_SIZES}})
+__all__ = ["CONFIGURATIONS", "IMNET", "LN_SOLVER", "RI", "SELECTION", "TL"]

@@ -16,10 +16,11 @@ the database (`medtl.studies.shin2016.ild.split`), each with a two-fold folds.cs
                     per slice label, unaugmented)
 
 Layout under <results>/datasets/shin_ild_<key>/ (the key: every option, `val_fraction`, the
-source or phantom settings): folds.csv and split.json (outer folds, validation units, options
-with provenance); fold<f>/ with the two filtered sources, their folds CSVs, the builds
-train_<s>/ and eval_<s>/ per model input size s, and inputs_<s>.json (what runs read; its hash
-is the run's dataset hash). Folds are built as the spec's `folds` ask for them.
+source or phantom settings): folds.csv and split.json (outer folds, validation units, the
+annotated slices per class of each fold's test units, options with provenance); fold<f>/
+with the two filtered sources, their folds CSVs, the builds train_<s>/ and eval_<s>/ per
+model input size s, and inputs_<s>.json (what runs read; its hash is the run's dataset
+hash). Folds are built as the spec's `folds` ask for them.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
 from medtl.experiments.study import FoldData, StudyAdapter, short_key
 from medtl.nets.registry import ModelSpec
 from medtl.paths import resolve, shown
-from medtl.provenance import assumed
+from medtl.provenance import assumed, paper
 from medtl.studies.shin2016.ild import reader as ild_io
 from medtl.studies.shin2016.ild import split as ild_split
 from medtl.studies.shin2016.ild.dataset import IldConfig, build
@@ -58,6 +59,8 @@ RUNNER_NEEDS = {  # checked in this order: multi_hot needs backend hdf5
     "backend": ("lmdb", "runs read LMDB databases with a mean image (medtl.experiments.runner); "
                         "hdf5 is for `medtl data ild`"),
 }
+LOO_PATIENTS = paper(120, "Shin 2016 Sec. II: '905 image slices from 120 patients'; the "
+                         "leave-one-patient-out folds before the database is there")
 POSITIVE = assumed((1, 2, 3, 4, 5), "the driver's validation AUC (logged, not used to select) "
                                     "scores the five diseased classes against healthy")
 
@@ -87,17 +90,6 @@ def _short_names(classes: tuple[str, ...]) -> list[str]:
     return [short.get(c, c) for c in classes]
 
 
-def _patient_folders(root: Path) -> int | None:
-    """Patient folders holding an ROI text file (each at most one leave-one-out fold),
-    counted without reading DICOM; None where the database is not there (yet)."""
-    try:
-        count = sum(1 for p in root.iterdir()
-                    if p.is_dir() and any(f.suffix.lower() == ".txt" for f in p.iterdir()))
-    except OSError:  # not there (yet) or not readable: the build names the problem
-        return None
-    return count or None
-
-
 def _in_build(build_name: str, record: dict[str, Any]) -> dict[str, Any]:
     """A build's manifest record with its paths relative to the fold folder."""
     return {**record, **{k: f"{build_name}/{record[k]}"
@@ -108,6 +100,7 @@ class ShinIldAdapter(StudyAdapter):
     """The ILD database (or the kit's phantoms in its format) -> per-fold LMDBs for runs."""
 
     builder = "shin_ild"
+    version = 2  # 2: windows stored in Caffe order (lung in channel 2)
     paper = "shin2016"
     studies = ("ild_slice", "ild_patch")
     options_class = IldConfig
@@ -175,7 +168,8 @@ class ShinIldAdapter(StudyAdapter):
 
     def fold_count(self) -> int | None:
         """The folds of the outer split: the given folds.csv's, `folds` (CV5, Slice-Random),
-        or one per patient (LOO: the phantoms' patients, or the database's patient folders)."""
+        or one per patient (LOO: the phantoms' patients, or the database's patients with an
+        ROI of the classes; Shin's 120 until the database is there)."""
         if self.config.folds_csv is not None:
             try:
                 return read_folds(Path(self.config.folds_csv)).k
@@ -186,7 +180,14 @@ class ShinIldAdapter(StudyAdapter):
             return self.config.folds
         if self.synthetic:
             return self.phantom.patients
-        return _patient_folders(self.source_path)
+        try:
+            count = ild_split.loo_patients(self.source_path, self.config.classes,
+                                           min_points=self.min_points)
+        except ild_io.IldDataError as exc:
+            raise InputError(f"{self.experiment.path}: dataset.source: {exc}") from exc
+        if count is None:
+            return LOO_PATIENTS.value
+        return count or None  # no ROI of the classes: the build names the problem
 
     def settings(self) -> dict[str, Any]:
         return {**super().settings(), "val_fraction": self.study_options.val_fraction}
@@ -213,12 +214,23 @@ class ShinIldAdapter(StudyAdapter):
     def patients(self) -> list[ild_io.IldPatient]:
         return ild_io.scan(self.source())
 
-    def _units(self) -> tuple[ild_split.Units, dict[str, float]]:
+    @property
+    def min_points(self) -> int:
+        """Contour points an ROI needs to count (patches need 3 to enclose an area)."""
+        return 3 if self.level == "patch" else 1
+
+    @cached_property
+    def slice_classes(self) -> dict[str, dict[int, set[int]]]:
+        """Patient -> annotated slice -> class indices of its ROIs (of the classes)."""
         labels = ild_split.slice_labels(self.patients, self.config.classes,
-                                        min_points=3 if self.level == "patch" else 1)
+                                        min_points=self.min_points)
         if not labels:
             raise ild_io.IldDataError(f"{self.source()}: no ROI of the classes "
                                       f"{', '.join(self.config.classes)}")
+        return labels
+
+    def _units(self) -> tuple[ild_split.Units, dict[str, float]]:
+        labels = self.slice_classes
         units = ild_split.units_of(labels, self.config.split != "slice_random")
         return units, {pid: float(len(s)) for pid, s in labels.items()}
 
@@ -248,6 +260,8 @@ class ShinIldAdapter(StudyAdapter):
             "level": self.level, "split": cfg.split, "k": folds.k,
             "unit": "patient" if units.patient_disjoint else "slice (<patient>:<slice>)",
             "classes": self.class_names, "patient_of": units.patient_of, "folds": per_fold,
+            "slices_per_class": ild_split.slices_per_fold(self.slice_classes, units, folds,
+                                                          len(cfg.classes)),
             "options": cfgmod.protocol_values(self.study_options),
             "validation_rule": ild_split.VALIDATION_RULE.to_dict(),
             "source": str(self.source()),
@@ -332,11 +346,11 @@ class ShinIldAdapter(StudyAdapter):
 
     def is_built(self) -> bool:
         return all(self._inputs_file(fold, size).is_file()
-                   for fold in self.experiment.spec.folds for size in self.sizes)
+                   for fold in self.folds for size in self.sizes)
 
     def prepare(self, progress: bool = True) -> None:
         """Build every fold the spec lists, for every input size its models read."""
-        for fold in self.experiment.spec.folds:
+        for fold in self.folds:
             for size in self.sizes:
                 self._ensure_fold(fold, size, progress)
 

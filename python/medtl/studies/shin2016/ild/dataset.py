@@ -1,7 +1,8 @@
 """Shin et al. 2016 ILD datasets (slice level and patch level) -> Caffe LMDB or HDF5.
 
 Every CT value becomes RGB through three windows (lung -> R, high attenuation -> G, low
-attenuation -> B; Sec. II). Slice level: each annotated slice sampled 12 times with random
+attenuation -> B; Sec. II, Fig. 4), stored in Caffe's channel order: low, high, lung
+(`medtl.datasets.channels`). Slice level: each annotated slice sampled 12 times with random
 rotations and translations, classes balanced by per-class sampling rates, 512 -> 256.
 Patch level: up to 100 patches per ROI whose area lies mostly inside the ROI polygon,
 resampled to 256. Splits: CV5 (patient-disjoint), LOO (one patient per fold) and
@@ -26,6 +27,7 @@ from skimage.draw import polygon as fill_polygon
 
 from medtl import config
 from medtl.config import option
+from medtl.datasets.channels import channel_notes, to_caffe
 from medtl.datasets.dbset import DatabaseSet, DbSpec
 from medtl.datasets.folds import (
     FOLDS_CSV,
@@ -48,6 +50,9 @@ from medtl.studies.shin2016.ild import reader as ild_io
 S2 = "Shin 2016 Sec. II"
 S4B = "Shin 2016 Sec. IV-B"
 PAD_HU = -1024.0
+WINDOW_NAMES = ("lung", "high-attenuation", "low-attenuation")  # R, G, B
+CHANNELS_SOURCE = ("Shin 2016 Fig. 4: 'We encode the lung/high-attenuation/low-attenuation CT "
+                   "windowing into red/green/blue channels'")
 
 
 @dataclass(frozen=True)
@@ -90,8 +95,13 @@ class IldConfig:
         choices=("replicate", "multi_hot"))
     slice_size: int = option(256, "slice side written",
                              paper(256, f"{S4B}: 512 x 512 slices re-sampled to 256 x 256"))
-    patch_size: int = option(64, "patch side in slice pixels (32 for Table IV's variant)",
-                             paper(64, f"{S2}: patches of 64 x 64 (Table IV says 32 x 32)"))
+    patch_size: int = option(
+        64, "patch side in slice pixels (32: the 32 x 32 reading of Table IV's F-scores, "
+        "experiments/shin2016/ild_patch32_cv5.yaml)",
+        paper(64, f"{S2}: 'up to 100 patches of size 64x64 from each ROI'; {S4B}, on Table "
+              "IV: 'F1-scores are reported on patch classification only (32x32 pixel patches "
+              "extracted from manual ROIs) [38], [39], [54]', of the cited works or of "
+              "Patch-CV5"))
     patches_per_roi: int = option(100, "patches drawn per ROI (fewer where fewer fit)",
                                   paper(100, f"{S2}: up to 100 patches per ROI"))
     patch_min_roi_fraction: float = option(
@@ -132,7 +142,13 @@ class _Item:
 
 
 def to_rgb(hu: np.ndarray, windows) -> np.ndarray:
+    """The picture of Fig. 4: one window per channel, R, G, B."""
     return np.stack([window_to_uint8(hu, w) for w in windows])
+
+
+def to_input(hu: np.ndarray, windows, size: int) -> np.ndarray:
+    """The stored record: the picture in Caffe's channel order (R in channel 2), resized."""
+    return resize(to_caffe(to_rgb(hu, windows)), size)
 
 
 def augment(hu: np.ndarray, angle_deg: float, shift: np.ndarray) -> np.ndarray:
@@ -377,8 +393,9 @@ def build(root: Path, dest: Path, cfg: IldConfig, *, progress: bool = True) -> P
         if cfg.folds_csv is not None:
             manifest.add_source(Path(cfg.folds_csv), root)
         manifest.counts = _counts(cfg, patients, items, fold_of_item, folds.k)
-        manifest.notes = {"channels": "R lung [-1400,-200], G high [-160,240], "
-                                      "B low [-1400,-950] HU",
+        windows = [f"{name} window [{lo:g}, {hi:g}] HU"
+                   for name, (lo, hi) in zip(WINDOW_NAMES, cfg.windows, strict=True)]
+        manifest.notes = {**channel_notes(*windows, CHANNELS_SOURCE),
                           "slice_numbering": "1-based, InstanceNumber order"}
         manifest.write(tmp)
     return dest
@@ -434,10 +451,9 @@ def _render(cfg: IldConfig, hu: np.ndarray, item: _Item, k: int, size: int) -> n
         if k >= 0:
             angle, shift = _aug_params(cfg, item.uid, k, hu.shape[0])
             hu = augment(hu, angle, shift)
-        return resize(to_rgb(hu, cfg.windows), size)
+        return to_input(hu, cfg.windows, size)
     p = cfg.patch_size
-    patch = hu[item.y:item.y + p, item.x:item.x + p]
-    return resize(to_rgb(patch, cfg.windows), size)
+    return to_input(hu[item.y:item.y + p, item.x:item.x + p], cfg.windows, size)
 
 
 def _counts(cfg, patients, items, fold_of_item, k) -> dict:

@@ -1,4 +1,4 @@
-"""The ILD classification study report: our scores beside Shin 2016 Tables III-VI and VIII.
+"""The ILD classification study report: our scores beside Shin 2016 Tables I, III-VI and VIII.
 
 Per configuration the test predictions of every fold (and seed) are pooled, ensembles (e.g.
 Table III's Avg-All) average their members' class probabilities per test sample, and the
@@ -10,9 +10,11 @@ accuracy is set beside the table the study's protocol matches:
     split slice_random           -> Table IV's Slice-Random row (F-scores only)
 
 Per-class F1 go beside Table IV (Patch-CV5, Slice-CV5 or Slice-Random), the confusion matrix
-beside Table V (GoogLeNet-TL, patch level, CV5), with training traces (Fig. 11) and
-first-layer filters (Fig. 12). The published tables come schema-checked from the report
-context (`ReportContext.tables`).
+beside Table V (GoogLeNet-TL, patch level, CV5), the annotated slices per class in each
+outer fold beside Table I (compared for CV5), with training traces (Fig. 11),
+first-layer filters (Fig. 12), activation maps of a few test images (Fig. 13) and the
+training time and memory beside Table VII. The published tables come schema-checked from
+the report context (`ReportContext.tables`).
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from medtl.experiments.report.activations import activation_figures
 from medtl.experiments.report.context import FinishedRun, ReportBody, ReportContext
 from medtl.experiments.report.figures import confusion_figure, filter_figure, trace_figure
 from medtl.experiments.report.published import Table
+from medtl.experiments.report.resources import resource_section
 from medtl.studies.shin2016.ild.scores import INTERVAL_BOOT, score_classification
 from medtl.studies.shin2016.ild.split import VALIDATION_RULE
 
@@ -36,9 +40,8 @@ SPLIT_NAMES = {"cv5": "five-fold patient-disjoint CV", "loo": "leave one patient
                "slice_random": "slices dealt into folds at random (Slice-Random)"}
 TABLE_VIII_NOTE = (
     "Table VIII compares the priors 'on the balanced validation sets' (Shin Sec. IV-D): its "
-    "numbers are set beside the balanced accuracy (mean per-class recall). Its equal-prior "
-    "slice value (0.902) equals Table VI's LOO GoogLeNet-TL slice accuracy; the paper does not "
-    "name the split.")
+    "numbers are set beside the balanced accuracy (mean per-class recall).")
+TABLE_I_ROWS = 10  # at most this many folds are listed one by one beside Table I
 SLICE_RANDOM_NOTE = ("Table IV gives only F-scores for Slice-Random (below); no accuracy is "
                      "published for it.")
 
@@ -85,7 +88,8 @@ def _accuracy(tables: dict[str, Table], level: str, split: str, prior: str | Non
         row = "ILD-Slice" if level == "slice" else "ILD-Patch"
         value = t.rows[row][t.metrics.index(f"{prior}_prior")]
         return ({"GoogLeNet-TL": value}, "balanced_accuracy",
-                f"{t.source} ({row}, {prior} prior, GoogLeNet-TL)", [TABLE_VIII_NOTE])
+                f"{t.source} ({row}, {prior} prior, GoogLeNet-TL)",
+                [TABLE_VIII_NOTE, *t.notes])
     if split not in ("cv5", "loo"):
         return {}, "accuracy", "", [SLICE_RANDOM_NOTE]
     name = "table_iii" if split == "cv5" else "table_vi"
@@ -184,13 +188,18 @@ def classification_report(ctx: ReportContext, study: IldStudy) -> ReportBody:
     k = study.record["k"]
     lines = [*_accuracy_lines(study, scores, labels, runs, refs, folds, k, len(patients)),
              *_f1_lines(names, scores, labels, refs),
-             *_confusion_lines(names, scores[chosen], labels[chosen], refs)]
+             *_confusion_lines(names, scores[chosen], labels[chosen], refs),
+             *table_i_lines(study.record, ctx.table("table_i"), names)]
     figures = [_confusion(scores, labels, refs, ctx.fig_dir / "confusion.png"),
-               trace_figure([(labels[cid], r[0]) for cid, r in by_config.items()],
+               trace_figure([(labels[cid], run) for cid, r in by_config.items() for run in r],
                             ctx.fig_dir / "training_traces.png",
-                            panels=("loss", "val_accuracy"), title="first fold")]
+                            panels=("loss", "val_accuracy"), title="every fold")]
     figures += [p for cid, r in by_config.items()
                 if (p := filter_figure(labels[cid], r[0], ctx.fig_dir)) is not None]
+    maps, map_notes = activation_figures(ctx, names, count=len(names))  # Fig. 13
+    figures += maps
+    timing, resources = resource_section(ctx, "table_vii")          # Table VII
+    lines += timing
     deviations = []
     if len(folds) < k:
         deviations.append(f"folds: {len(folds)} of the split's {k} folds run; the scores "
@@ -198,9 +207,10 @@ def classification_report(ctx: ReportContext, study: IldStudy) -> ReportBody:
     summary = {"scores": scores, "labels": labels, "published": {
         "accuracy": refs.accuracy, "accuracy_metric": refs.accuracy_metric,
         "accuracy_source": refs.accuracy_source, "f1": refs.f1, "f1_source": refs.f1_source,
-        "confusion": refs.confusion, "confusion_source": refs.confusion_source}}
-    return ReportBody(lines, summary, figures, _notes(study, scores[chosen], folds),
-                      deviations)
+        "confusion": refs.confusion, "confusion_source": refs.confusion_source},
+        "resources": resources}
+    return ReportBody(lines, summary, figures,
+                      [*_notes(study, scores[chosen], folds), *map_notes], deviations)
 
 
 def _accuracy_lines(study: IldStudy, scores: dict[str, dict[str, Any]],
@@ -283,4 +293,49 @@ def _confusion(scores: dict[str, dict[str, Any]], labels: dict[str, str], refs: 
         table = refs.confusion_source.split(" (", 1)[0]
         panels.append((f"published: {table}\n(GoogLeNet-TL, patch, CV5)", refs.confusion,
                        panels[0][2]))
-    return confusion_figure(panels, path)
+    return confusion_figure(panels, path, decision="predicted class: the highest of the six "
+                                                   "class probabilities (no threshold)")
+
+
+def _signed(value: float) -> str:
+    return f"{round(value, 1) + 0.0:+.1f}"  # + 0.0: no "-0.0"
+
+
+def table_i_lines(record: dict[str, Any], table: Table | None, class_names: list[str]
+                  ) -> list[str]:
+    """Annotated slices per class in each outer fold of the split (split.json), beside
+    Shin's Table I (their mean over five patient-disjoint folds); the difference for CV5."""
+    lines = ["", "### Annotated slices per fold (beside Table I)", ""]
+    counts = record.get("slices_per_class")
+    if counts is None:
+        return [*lines, "Slices per fold not recorded: this split.json was drawn by an "
+                        "earlier kit (delete the dataset folder to draw the split again)."]
+    k, split = record["k"], record["split"]
+    per_fold = np.array([counts[str(f)] for f in range(1, k + 1)], dtype=float)
+    mean = per_fold.mean(axis=0)
+    lines += [f"Slices carrying each class among the test units of each of the {k} folds "
+              f"({SPLIT_NAMES.get(split, split)}); a slice counts once for each class it "
+              "carries.", "", f"| fold | {' | '.join(class_names)} | total |",
+              "|---|" + "---|" * (len(class_names) + 1)]
+    if k <= TABLE_I_ROWS:
+        lines += [f"| fold {f} | {' | '.join(str(int(v)) for v in row)} | {int(row.sum())} |"
+                  for f, row in enumerate(per_fold, start=1)]
+    lines.append(f"| mean per fold | {' | '.join(f'{v:.1f}' for v in mean)} | "
+                 f"{mean.sum():.1f} |")
+    if table is None:
+        return [*lines, "", "No published Table I to compare (the published numbers have no "
+                            "table_i)."]
+    values = next(iter(table.rows.values()))
+    published = [values[table.metrics.index(n)] if n in table.metrics else None
+                 for n in class_names]
+    shown_values = " | ".join("-" if v is None else f"{v:.1f}" for v in published)
+    total = sum(v for v in published if v is not None)
+    lines.append(f"| published: {table.source} | {shown_values} | {total:.1f} |")
+    if split == "cv5" and k == 5:
+        diffs = " | ".join("-" if p is None else _signed(m - p)
+                           for m, p in zip(mean, published, strict=True))
+        lines.append(f"| difference | {diffs} | {_signed(mean.sum() - total)} |")
+    else:
+        lines += ["", "Table I averages five patient-disjoint folds; this split's folds are "
+                      "shown for reference, not compared."]
+    return lines

@@ -81,12 +81,46 @@ def slice_labels(patients: list[ild_io.IldPatient], classes: tuple[str, ...], *,
     return out
 
 
+def loo_patients(root: Path, classes: tuple[str, ...], *, min_points: int = 1) -> int | None:
+    """Patient folders with an ROI of `classes` (the units of leave-one-patient-out, as
+    `slice_labels` keeps them), read from the ROI text files only (no DICOM); None where
+    the database is not there (yet)."""
+    try:
+        folders = sorted(p for p in Path(root).iterdir() if p.is_dir())
+    except OSError:  # not there (yet) or not readable: the build names the problem
+        return None
+    count = 0
+    for folder in folders:
+        texts = sorted(f for f in folder.iterdir()
+                       if f.is_file() and f.suffix.lower() == ".txt")
+        count += any(roi.label in classes and len(roi.points_mm) >= min_points
+                     for t in texts for roi in ild_io.parse_roi_file(t, folder.name)[0])
+    return count
+
+
 def units_of(labels: dict[str, dict[int, set[int]]], patient_disjoint: bool) -> Units:
     if patient_disjoint:
         return Units({pid: frozenset().union(*s.values()) for pid, s in labels.items()},
                      {pid: pid for pid in labels}, True)
     per_unit = {f"{pid}:{n}": frozenset(c) for pid, s in labels.items() for n, c in s.items()}
     return Units(per_unit, {u: u.rsplit(":", 1)[0] for u in per_unit}, False)
+
+
+def slices_per_fold(labels: dict[str, dict[int, set[int]]], units: Units, folds: Folds,
+                    n_classes: int) -> dict[str, list[int]]:
+    """Fold -> annotated slices per class among its test units, a slice counted once for
+    each class it carries: what Shin's Table I averages over five patient folds."""
+    out = {str(fold): [0] * n_classes for fold in range(1, folds.k + 1)}
+    for unit, fold in folds.fold_of.items():
+        if unit not in units.labels:  # a given folds.csv may list units without ROIs
+            continue
+        per_slice = labels[units.patient_of[unit]]
+        slices = (per_slice.values() if units.patient_disjoint
+                  else [per_slice[int(unit.rsplit(":", 1)[1])]])
+        for classes in slices:
+            for c in classes:
+                out[str(fold)][c] += 1
+    return out
 
 
 def outer_folds(units: Units, split: str, k: int, seed: int,

@@ -17,7 +17,7 @@ from medtl.nets.registry import ModelSpec
 from medtl.studies.shin2016.ln.dataset import LnConfig, build
 from medtl.studies.shin2016.ln.phantoms import write_collection
 from medtl.studies.shin2016.ln.report import froc_report
-from medtl.studies.shin2016.ln.scoring import score_candidates
+from medtl.studies.shin2016.ln.scoring import LnScoring, score_candidates
 
 REGION_OF_STUDY = {"ln_mediastinum": "med", "ln_abdomen": "abd"}
 
@@ -40,10 +40,13 @@ class ShinLnAdapter(StudyAdapter):
     """TCIA CT Lymph Nodes -> 2.5D-view LMDBs per fold, scored by FROC."""
 
     builder = "shin_ln"
+    version = 2  # 2: views stored in Caffe order (axial in channel 2)
     paper = "shin2016"
     studies = ("ln_mediastinum", "ln_abdomen")
     options_class = LnConfig
     phantom_class = LnPhantoms
+    scoring_key = "scoring"
+    scoring_class = LnScoring
     source_help = ("the TCIA CT Lymph Nodes collection: MED_LYMPH_xxx/ or ABD_LYMPH_xxx/, "
                    "MED_ABD_LYMPH_ANNOTATIONS/, MED_ABD_LYMPH_CANDIDATES/")
 
@@ -94,16 +97,13 @@ class ShinLnAdapter(StudyAdapter):
                  "y": row["y"], "z": row["z"], "views": views, "score": score}
                 for row, views, score in self.candidate_means(fold, probs)]
 
-    def nodes_of(self, patients: set[str]) -> dict[str, int]:
-        """Annotated nodes per patient (the FROC's lesions)."""
-        counts = dict.fromkeys(patients, 0)
-        for row in read_csv(self.dataset_dir / "nodes.csv"):
-            if row["patient_id"] in counts:
-                counts[row["patient_id"]] += 1
-        return counts
+    def nodes(self) -> list[dict[str, str]]:
+        """The annotated nodes (the FROC's lesions): nodes.csv rows."""
+        return read_csv(self.dataset_dir / "nodes.csv")
 
     def score(self, rows: list[dict[str, Any]], fold: FoldData) -> dict[str, Any]:
-        return score_candidates(rows, self.nodes_of({r["patient_id"] for r in rows}), seed=0)
+        return score_candidates(rows, self.nodes(), {r["patient_id"] for r in rows}, seed=0,
+                                scoring=self.scoring)
 
     def report(self, ctx: ReportContext) -> ReportBody:
-        return froc_report(ctx, self.nodes_of)
+        return froc_report(ctx, self.nodes(), self.scoring)

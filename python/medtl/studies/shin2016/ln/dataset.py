@@ -11,7 +11,9 @@ patient-disjoint k-fold split (k = 3):
 
 for each output size s (64 for -L models, 256 bilinear for -H, 32 for CifarNet). Views are
 drawn per candidate from a seed of their own, so a view is the same in every fold that uses it
-and is rendered once; volumes are read one patient at a time.
+and is rendered once; volumes are read one patient at a time. A view is the RGB picture of
+Fig. 1 (axial R, coronal G, sagittal B) stored in Caffe's channel order: sagittal, coronal,
+axial (`medtl.datasets.channels`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from medtl import config
 from medtl.config import option
+from medtl.datasets.channels import channel_notes, to_caffe
 from medtl.datasets.dbset import DatabaseSet, DbSpec
 from medtl.datasets.folds import FOLDS_CSV, patient_folds, read_folds, write_folds
 from medtl.datasets.formats import bspline
@@ -42,6 +45,8 @@ S2 = "Shin 2016 Sec. II"
 S4A = "Shin 2016 Sec. IV-A"
 TRAIN, TEST = 1, 2  # random streams of the view parameters
 INDEX_COLUMNS = ("candidate_id", "patient_id", "label", "x", "y", "z", "view", "node")
+CHANNELS_SOURCE = (f"{S2} / Fig. 1: 'axial, coronal, and sagittal views encoded in RGB color "
+                   "images' (axial R, coronal G, sagittal B)")
 
 
 @dataclass(frozen=True)
@@ -98,8 +103,9 @@ class LnConfig:
               "down-sampled to 32 x 32 for CifarNet"))
     val_fraction: float = option(
         0.2, "fraction of each fold's training patients held out as its validation set",
-        assumed(0.2, "Shin keeps the snapshot with the lowest validation loss (Sec. IV-C) but "
-                "does not say which data validate; a patient-disjoint fifth of the training "
+        assumed(0.2, "Shin gives the LN runs no validation set or snapshot rule (Sec. III-C: "
+                "30 epochs); the kit keeps the lowest-validation-loss snapshot as in the ILD "
+                "runs (Sec. IV-C), validated on a patient-disjoint fifth of the training "
                 "patients"))
     val_views_per_candidate: int = option(
         10, "views per validation candidate (training views, equal/biased prior as training)",
@@ -330,7 +336,8 @@ def build(root: Path, dest: Path, cfg: LnConfig, *, progress: bool = True) -> Pa
         bases = Counter(p.index_base for p in patients if p.index_base is not None)
         manifest.notes = {
             "bspline_backend": bspline.backend(),
-            "channels": "R axial, G coronal, B sagittal planes of the rotated frame",
+            **channel_notes("axial plane", "coronal plane", "sagittal plane", CHANNELS_SOURCE),
+            "planes": "axial, coronal, sagittal: the planes of each view's rotated frame",
             "lymphnodes_indices_base": {str(k): v for k, v in sorted(bases.items())},
             "lymphnodes_indices_max_error_vox": max(
                 (p.index_error_vox for p in patients if p.index_error_vox is not None),
@@ -387,8 +394,8 @@ def _render_all(patients, table, plans, cfg: LnConfig, dbs: DatabaseSet, *, prog
                             ViewParams.concat([p for _, _, p, _ in work]))
             for ci, wanted, params, views in work:
                 c = table[ci].cand
-                images = sampler.render(np.repeat([c.world], len(wanted), 0), params,
-                                        cfg.hu_window)
+                images = to_caffe(sampler.render(np.repeat([c.world], len(wanted), 0),
+                                                 params, cfg.hu_window), axis=1)
                 for image, v in zip(images, wanted, strict=True):
                     resized = {s: resize(image, s) for s in cfg.output_sizes}
                     for f, role, rank in views[int(v)]:
