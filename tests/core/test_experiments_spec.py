@@ -83,3 +83,23 @@ def test_the_spec_reference_is_generated_from_the_schema():
                 "`dataset.options.evaluation`", "### `shin_ln`", "### `tajbakhsh_imt`",
                 "`dataset.phantom` (LnPhantoms)", "*paper*: Shin 2016 Sec. II"):
         assert key in text, key
+
+
+def test_runs_trained_by_an_earlier_driver_are_stale(tmp_path, monkeypatch):
+    """The driver's training semantics are part of a run's settings: a run trained with the
+    per-epoch re-seeding (drifting from `caffe train`) is never mixed with exact ones."""
+    import json
+
+    from medtl.experiments.plan import run_settings, run_state
+    from medtl.train.driver import DRIVER_VERSION
+
+    monkeypatch.setenv("MEDTL_RESULTS", str(tmp_path / "results"))
+    plan = load_plan(_spec(tmp_path))
+    run = plan.runs[0]
+    settings = json.loads(json.dumps(run_settings(plan, run), default=str))
+    assert settings["driver"] == DRIVER_VERSION
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "run.json").write_text(json.dumps(
+        {"settings": {**settings, "driver": DRIVER_VERSION - 1}}))
+    state = run_state(plan, run)
+    assert state.state.value == "stale" and "driver" in state.detail
