@@ -34,6 +34,7 @@ from medtl.paths import resolve
 from medtl.protocols import Configuration, selection_rule
 from medtl.provenance import Sourced, assumed
 from medtl.solver import SolverRecipe
+from medtl.train.driver import DRIVER_VERSION
 
 RUN_FILE = "run.json"
 FINISHED = "metrics.json"
@@ -180,6 +181,7 @@ def run_settings(plan: Plan, run: RunPlan) -> dict[str, Any]:
         "initial_weights": pretrained_source(experiment, cfg),
         "dataset": plan.study.settings(),
         "scoring": plan.study.scoring_settings(),
+        "driver": DRIVER_VERSION,
     }
 
 

@@ -47,6 +47,11 @@ Selection = Literal["min_val_loss", "max_val_auc"]
 TRACE_FIELDS = ("epoch", "iteration", "learning_rate", "train_loss", "val_loss",
                 "val_accuracy", "val_auc", "seconds")
 ITERATION_FIELDS = ("iteration", "learning_rate", "loss", "smoothed_loss")
+# The driver's training semantics, part of every run's settings (runs of another version are
+# stale): 1 re-seeded Caffe every epoch and could count validation records twice; 2 seeds
+# once (= `caffe train`), saves Caffe's random state with each snapshot, scores each
+# validation record once.
+DRIVER_VERSION = 2
 CHANCE_FACTOR = assumed(10.0, "a net still learning stays within a few times the chance-level "
                               "loss over an epoch; ten times it is a net that diverged (e.g. "
                               "a saturated softmax, loss ~37 where chance is 0.69)")
