@@ -457,8 +457,16 @@ def train(spec: TrainSpec) -> TrainResult:
                        selected, trace)
 
 
+SNAPSHOT_FACTOR = 4   # caffemodel + solverstate history (Adam: 2 blobs per weight) + margin
+
+
 def _snapshot(rng, solver, prefix: Path) -> None:
-    """Caffe's caffemodel + solverstate (made durable), then the record that completes them."""
+    """Caffe's caffemodel + solverstate (made durable), then the record that completes them.
+
+    Caffe aborts the process when it cannot write a snapshot, so the space is checked first.
+    """
+    weights = sum(blob.data.nbytes for blobs in solver.net.params.values() for blob in blobs)
+    io.check_free(prefix.parent, SNAPSHOT_FACTOR * weights)
     solver.snapshot()
     files = _snapshot_files(prefix, solver.iter)
     for path in files:
