@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from medtl.commands import DATA_COMMANDS
-from medtl.errors import MedtlError, one_line
+from medtl.errors import InputError, MedtlError, MissingFileError, one_line
 
 # ------------------------------------------------------------------ core commands
 
@@ -169,6 +169,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from medtl.datasets.check import check_dataset, format_report
 
+    if not args.path.exists():
+        raise MissingFileError(f"{args.path}: no such dataset folder")
+    if not args.path.is_dir():
+        raise InputError(f"{args.path}: not a dataset folder (a medtl dataset is a folder "
+                         "with a manifest.json)")
     report = check_dataset(Path(args.path), batch=args.batch)
     print(format_report(report))
     return 0 if report.ok else 1
@@ -176,7 +181,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_features(args: argparse.Namespace) -> int:
     from medtl.datasets.features import extract
+    from medtl.datasets.integrity import verify_sources
 
+    if args.source.exists():     # a damaged database is named before anything reads it
+        for note in verify_sources(args.source, outside=False):
+            print(f"note: {note}")
     out = extract(args.deploy, args.weights, args.source, args.out, blob=args.blob,
                   mean_file=args.mean_file, mean_value=tuple(args.mean_value or ()),
                   scale=args.scale, batch=args.batch, gpu=args.gpu,

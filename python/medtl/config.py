@@ -202,9 +202,13 @@ def load_yaml(path: Path) -> Any:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    loader = _StrictLoader(text)
-    loader.name = str(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a YAML text file (byte {exc.start} is not UTF-8)"
+                          ) from None
+    loader = None
     try:
+        loader = _StrictLoader(text)   # refuses control characters already
+        loader.name = str(path)
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -212,7 +216,8 @@ def load_yaml(path: Path) -> Any:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"{where}: not valid YAML ({problem})") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

@@ -37,6 +37,12 @@ class RunError(MedtlError, RuntimeError):
     """A run that cannot go on (or a result that cannot be trusted); the message says why."""
 
 
+class DiskFullError(RunError):
+    """No room to write (disk full, quota exceeded, file size limit): the message names where.
+    What was being written has been removed, so the same command can be run again once there
+    is space; it resumes where finished outputs stop."""
+
+
 def one_line(exc: BaseException) -> str:
     """The message of `exc` on one line (continuation lines joined with ' | ')."""
     parts = [p.strip() for p in str(exc).splitlines() if p.strip()]

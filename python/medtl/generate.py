@@ -33,6 +33,18 @@ class DataPaths:
     train: str
     val: str
     mean_file: str | None = None
+    backend: str | None = None      # lmdb / hdf5 of the dataset; None: from the configuration
+    # the dataset's own fixed transform (its manifest's; medtl.experiments.study.FoldData)
+    mean_value: tuple[float, ...] = ()
+    scale: float = 1.0
+
+
+def backend_of(cfg: Configuration, data: DataPaths) -> str:
+    """The data layer's backend: the dataset's, else HDF5 for a sigmoid configuration
+    without 8-bit `stored_input`, else LMDB."""
+    if data.backend:
+        return data.backend
+    return "hdf5" if cfg.loss == "sigmoid" and cfg.stored_input is None else "lmdb"
 
 
 @dataclass(frozen=True)
@@ -47,10 +59,10 @@ class RunPaths:
 
 def canonical_paths(cfg: Configuration) -> RunPaths:
     data_dir = f"data/{cfg.paper}/{cfg.study}"
+    mean = None if cfg.stored_input is not None else f"{data_dir}/mean.binaryproto"
     data = (DataPaths(f"{data_dir}/train.h5list", f"{data_dir}/val.h5list")
-            if cfg.loss == "sigmoid" else
-            DataPaths(f"{data_dir}/train_lmdb", f"{data_dir}/val_lmdb",
-                      f"{data_dir}/mean.binaryproto"))
+            if backend_of(cfg, DataPaths("", "")) == "hdf5" else
+            DataPaths(f"{data_dir}/train_lmdb", f"{data_dir}/val_lmdb", mean))
     return RunPaths(net_dir=f"prototxt/{cfg.paper}/{cfg.study}/{cfg.id}",
                     solver_file=f"solvers/{cfg.paper}/{cfg.study}/{cfg.id}.solver.prototxt",
                     data=data,
@@ -58,12 +70,18 @@ def canonical_paths(cfg: Configuration) -> RunPaths:
 
 
 def data_specs(cfg: Configuration, model: ModelSpec, data: DataPaths) -> tuple[DataSpec, DataSpec]:
-    """Training and validation inputs: LMDB + mean image, or HDF5 lists for sigmoid tasks."""
+    """Training and validation inputs: LMDB + mean image, 8-bit LMDB + a fixed transform
+    (`stored_input`, or the dataset's own values in `data`), or HDF5 lists."""
     train_batch = cfg.solver.batch_size.value
     val_batch = cfg.solver.val_batch_size.value
-    if cfg.loss == "sigmoid":
+    if backend_of(cfg, data) == "hdf5":
         return (DataSpec(data.train, train_batch, backend="hdf5"),
                 DataSpec(data.val, val_batch, backend="hdf5"))
+    if data.mean_value or cfg.stored_input is not None:
+        mean, scale = ((data.mean_value, data.scale) if data.mean_value else
+                       (tuple(cfg.stored_input.mean_value.value), cfg.stored_input.scale.value))
+        return (DataSpec(data.train, train_batch, mean_value=mean, scale=scale),
+                DataSpec(data.val, val_batch, mean_value=mean, scale=scale))
     transform = input_transform(model)
     crop, mirror = transform["crop_size"].value, transform["mirror"].value
     return (DataSpec(data.train, train_batch, crop_size=crop, mirror=mirror,
@@ -112,9 +130,9 @@ def config_header(cfg: Configuration, kind: str) -> list[str]:
     ]
     if p.init.value == "gaussian":
         lines.append(f"gaussian std: {_describe(GAUSSIAN_STD)}")
-    if cfg.loss == "softmax":   # LMDB input through Caffe's transform_param
+    if cfg.loss == "softmax" or cfg.stored_input is not None:   # LMDB: transform_param
         lines += [f"transform {key}: {_describe(value)}"
-                  for key, value in input_transform(model).items()]
+                  for key, value in input_transform(model, cfg.stored_input).items()]
     return lines
 
 

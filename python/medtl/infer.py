@@ -38,6 +38,8 @@ def test_net(cfg: Configuration, fold, path: Path) -> tuple[Path, int]:
     batch = max(1, min(cfg.solver.val_batch_size.value, fold.test_size))
     if fold.backend == "hdf5":
         data = DataSpec(fold.test, batch, backend="hdf5")
+    elif getattr(fold, "mean_value", ()):     # 8-bit records at the input size
+        data = DataSpec(fold.test, batch, mean_value=tuple(fold.mean_value), scale=fold.scale)
     else:
         crop = model.crop_size if model.image_size > model.crop_size else 0
         data = DataSpec(fold.test, batch, crop_size=crop, mean_file=fold.mean_file)
@@ -140,7 +142,7 @@ def _loaded(deploy: Path, weights: Path, gpu: int | None):
             raise InferenceError(f"{path} does not exist")
     try:
         text_format.Merge(deploy.read_text(), caffe_env.caffe_pb2().NetParameter())
-    except text_format.ParseError as exc:
+    except (text_format.ParseError, UnicodeDecodeError) as exc:
         raise InferenceError(f"{deploy}: not a net prototxt ({exc})") from None
     c = caffe_env.caffe()
     caffe_env.set_mode(gpu)

@@ -73,7 +73,13 @@ def is_solver(path: Path) -> bool:
 
 def _parse(path: Path):
     """The file's NetParameter, else its SolverParameter (each file is parsed once)."""
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_text()
+    except UnicodeDecodeError:
+        raise InspectError(f"{path}: not a prototxt (a binary file; a .caffemodel goes to "
+                           "--weights)") from None
+    if not text.strip():
+        raise InspectError(f"{path}: empty file, neither a Caffe net nor a solver")
     net = caffe_pb2().NetParameter()
     try:
         text_format.Parse(text, net)
@@ -401,6 +407,8 @@ def _stored_shapes(weights: Path) -> dict[str, list[list[int]]]:
     except Exception as exc:  # protobuf raises DecodeError or RuntimeWarning-like errors
         raise InspectError(f"{path}: not a caffemodel ({exc})") from None
     layers = list(model.layer) or list(model.layers)
+    if not layers:
+        raise InspectError(f"{path}: not a caffemodel (it holds no layers; an empty file?)")
     return {layer.name: [list(b.shape.dim) or [b.num, b.channels, b.height, b.width]
                          for b in layer.blobs] for layer in layers if layer.blobs}
 

@@ -12,6 +12,7 @@ Files may replace an earlier version (a trace, a report); folders never replace 
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
 import os
@@ -23,10 +24,13 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from medtl.errors import OutputExistsError
+from medtl.errors import DiskFullError, OutputExistsError
 
 _HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0]) or "host"
 _TEMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)@(?P<host>[A-Za-z0-9_-]+)(\.[A-Za-z0-9]+)?$")
+# Below this much free space an unexplained I/O error of a writer is taken for a full disk:
+# LMDB reports a short write as EIO ("mdb_txn_commit: Input/output error"), not ENOSPC.
+LOW_SPACE_BYTES = 64 << 20
 
 
 def temp_path(dest: Path) -> Path:
@@ -67,15 +71,72 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def free_bytes(path: Path) -> int:
+    """Bytes this user may still write on the file system of `path` (or of its nearest
+    existing parent)."""
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def no_space(exc: BaseException, path: Path) -> str | None:
+    """Why `exc`, raised while writing at `path`, means there is no room ("disk full",
+    "disk quota exceeded", "file size limit (ulimit -f) reached"); None for other errors."""
+    code, text = getattr(exc, "errno", None), str(exc)
+    if code == errno.ENOSPC or "No space left on device" in text:
+        return "disk full"
+    if code == errno.EDQUOT or "Disk quota exceeded" in text:
+        return "disk quota exceeded"
+    if code == errno.EFBIG or "File too large" in text:
+        return "file size limit (ulimit -f) reached"
+    if (code == errno.EIO or "Input/output error" in text) \
+            and free_bytes(path) < LOW_SPACE_BYTES:
+        return "disk full"
+    return None
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def check_free(path: Path, need_bytes: int) -> None:
+    """Raise DiskFullError naming `path` unless its file system has `need_bytes` free.
+
+    For writers that cannot fail cleanly: Caffe aborts the process (CHECK failure) when it
+    cannot write a snapshot, so call this before each snapshot with the size the snapshot
+    will take (the previous .caffemodel + .solverstate, or 4 bytes x parameters x (1 + the
+    solver's history blobs) before the first)."""
+    free = free_bytes(path)
+    if free < need_bytes:
+        raise DiskFullError(f"disk full at {path}: {_mib(free)} free, {_mib(need_bytes)} "
+                            "needed; free space there and run the command again")
+
+
+def _no_room(exc: BaseException, tmp: Path, dest: Path) -> DiskFullError | None:
+    """`exc` as a DiskFullError naming `dest` (not its temporary), or None."""
+    if isinstance(exc, DiskFullError):
+        return DiskFullError(str(exc).replace(str(tmp), str(dest)))
+    reason = no_space(exc, dest) if isinstance(exc, OSError) else None
+    if reason is None:
+        return None
+    return DiskFullError(f"{reason} at {dest}: nothing was written; free space there and run "
+                         "the command again")
+
+
 @contextmanager
 def _staged(tmp: Path, dest: Path, sync: Callable[[Path], None]) -> Iterator[Path]:
-    """Yield `tmp`; on success sync it and rename it onto `dest`, on failure remove it."""
+    """Yield `tmp`; on success sync it and rename it onto `dest`, on failure remove it (and
+    report a full disk as DiskFullError naming `dest`)."""
     try:
         yield tmp
         sync(tmp)
         os.replace(tmp, dest)
-    except BaseException:
+    except BaseException as exc:
         _remove(tmp)
+        full = _no_room(exc, tmp, dest)
+        if full is not None:
+            raise full from exc
         raise
     _fsync_dir(dest.parent)
 

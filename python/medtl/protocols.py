@@ -13,7 +13,7 @@ from typing import Literal
 
 from medtl.finetune import GAUSSIAN_STD, Policy
 from medtl.nets.registry import get_model
-from medtl.nets.variants import input_transform
+from medtl.nets.variants import StoredInput, input_transform
 from medtl.provenance import Sourced
 from medtl.registry import Registry
 from medtl.solver import SolverRecipe
@@ -33,6 +33,9 @@ class Configuration:
     val_size: Sourced
     loss: Literal["softmax", "sigmoid"] = "softmax"
     label: str = ""                  # the paper's name for it, e.g. "AlexNet-TL-H"
+    # 8-bit records at the input size with a fixed transform in the Data layer (LMDB); None:
+    # softmax reads LMDB with the model's input_transform, sigmoid HDF5 stored preprocessed
+    stored_input: StoredInput | None = None
 
     @property
     def id(self) -> str:
@@ -48,9 +51,9 @@ class Configuration:
                "policy.decay_mults": p.decay_mults}
         if p.init.value == "gaussian":
             out["policy.gaussian_std"] = GAUSSIAN_STD
-        if self.loss == "softmax":   # LMDB input: Caffe's transform_param
-            out.update({f"transform.{k}": v
-                        for k, v in input_transform(get_model(self.model)).items()})
+        if self.loss == "softmax" or self.stored_input is not None:   # LMDB: transform_param
+            out.update({f"transform.{k}": v for k, v in
+                        input_transform(get_model(self.model), self.stored_input).items()})
         out.update({f"solver.{k}": v for k, v in self.solver.values().items()})
         return out
 

@@ -188,8 +188,9 @@ def random_weights(definition: Path, dest: Path, seed: int, *,
 
     Deploy prototxts (BVLC AlexNet, CaffeNet) often set no fillers, and Caffe's default is
     the constant 0; a Convolution / InnerProduct layer without a weight or bias filler gets a
-    Gaussian of `unset_filler_std` instead (None keeps Caffe's zeros), so the result is a
-    usable stand-in for pretrained weights in tests and smoke runs.
+    Gaussian of `unset_filler_std` instead (None keeps Caffe's zeros), and BatchNorm layers
+    get neutral statistics, so the result is a usable stand-in for pretrained weights in
+    tests and smoke runs.
     """
     definition, dest = Path(definition), Path(dest)
     _require_files(definition)
@@ -199,8 +200,18 @@ def random_weights(definition: Path, dest: Path, seed: int, *,
         _fill_unset(net_param, unset_filler_std)
     caffe().set_random_seed(seed)
     with _loaded(net_param) as net:
+        _neutral_statistics(net, net_param)
         _save_atomically(net, dest)
     return dest
+
+
+def _neutral_statistics(net, net_param) -> None:
+    """BatchNorm as a trained net holds it: mean 0, variance 1, factor 1 (Caffe leaves all
+    three at 0, and a net using stored statistics would divide 0 by 0)."""
+    for layer in net_param.layer:
+        if layer.type == "BatchNorm" and layer.name in net.params:
+            mean, variance, factor = net.params[layer.name]
+            mean.data[...], variance.data[...], factor.data[...] = 0.0, 1.0, 1.0
 
 
 def read_weights(path: Path) -> dict[str, list[np.ndarray]]:

@@ -33,7 +33,8 @@ RATE = re.compile(r"(weights|bias) lr ([-+.e\d]+) \(lr_mult ([-+.e\d]+)\), decay
 NOTES = {"policy note", "model note"}
 POLICY_KEYS = {"init", "base_lr", "first learning layer", "tuned lr_mult", "classifier lr_mult",
                "bias lr ratio", "decay mults (weights, bias)", "classes", "gaussian std",
-               "transform crop_size", "transform mean_file", "transform mirror"}
+               "transform crop_size", "transform mean_file", "transform mirror",
+               "transform mean_value", "transform scale"}
 SOLVER_FIELDS = {"type", "base_lr", "lr_policy", "gamma", "momentum", "momentum2", "delta",
                  "rms_decay", "weight_decay", "max_iter", "test_iter", "test_interval",
                  "snapshot", "stepsize", "random_seed"}
@@ -195,8 +196,13 @@ def _check_transform(nets: dict[str, object], claims) -> None:
             continue
         transform = layer.transform_param
         assert transform.crop_size == claims["transform crop_size"]
-        assert claims["transform mean_file"] == "training-set mean image"
-        assert transform.mean_file.endswith("mean.binaryproto")
+        if "transform mean_value" in claims:   # 8-bit records, a fixed per-channel transform
+            assert list(transform.mean_value) == pytest.approx(claims["transform mean_value"])
+            assert transform.scale == pytest.approx(claims["transform scale"])
+            assert not transform.mean_file
+        else:
+            assert claims["transform mean_file"] == "training-set mean image"
+            assert transform.mean_file.endswith("mean.binaryproto")
         assert transform.HasField("mirror"), "mirror is written explicitly"
         assert transform.mirror == (claims["transform mirror"] and kind == "train")
 
@@ -330,6 +336,11 @@ def test_random_crop_mean_and_mirror_are_assumptions_of_every_lmdb_configuration
 
     for cfg in configurations():
         found = cfg.provenance()
+        if cfg.stored_input is not None:     # 8-bit LMDB at the input size, a fixed transform
+            assert found["transform.crop_size"].value == 0
+            assert "transform.mean_value" in cfg.assumptions()
+            assert "transform.scale" in cfg.assumptions()
+            continue
         if cfg.loss != "softmax":
             assert not [k for k in found if k.startswith("transform.")]
             continue

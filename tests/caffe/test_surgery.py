@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from google.protobuf import text_format
 
 from medtl import zoo
 from medtl.caffe_env import caffe_pb2
@@ -230,6 +231,24 @@ def test_random_weights_are_seeded_and_fill_unset_fillers(tmp_path):
     _assert_copied_exactly(a, b, a)
     assert 0.005 < a["conv1"][0].std() < 0.02 and a["conv1"][1].any()
     assert not zeros["conv1"][0].any()   # Caffe's default filler: constant 0
+
+
+def test_random_weights_give_batchnorm_neutral_statistics(tmp_path):
+    """Caffe leaves a fresh BatchNorm's mean, variance and factor at 0; a net normalising with
+    those stored statistics (a frozen base: use_global_stats) divides 0 by 0. A stand-in for
+    pretrained weights holds what a trained one holds: mean 0, variance 1, factor 1."""
+    net = caffe_pb2().NetParameter()
+    text_format.Merge(
+        'input: "data" input_shape { dim: 1 dim: 3 dim: 8 dim: 8 } '
+        'layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" '
+        '  convolution_param { num_output: 4 kernel_size: 3 weight_filler { type: "gaussian" '
+        '  std: 0.1 } } } '
+        'layer { name: "conv1/bn" type: "BatchNorm" bottom: "conv1" top: "conv1" '
+        '  batch_norm_param { use_global_stats: true } }', net)
+    definition = write_text(tmp_path / "bn.prototxt", net)
+    stats = read_weights(random_weights(definition, tmp_path / "bn.caffemodel", seed=1))
+    mean, variance, factor = stats["conv1/bn"]
+    assert not mean.any() and (variance == 1).all() and (factor == 1).all()
 
 
 # --- the model zoo: table, checksums, downloads -----------------------------------------------

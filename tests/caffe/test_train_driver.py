@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -72,10 +73,11 @@ def test_training_writes_a_trace_and_keeps_the_selected_snapshot(caffe, datasets
     assert float(rows[1]["learning_rate"]) == pytest.approx(0.01 * 0.9, rel=1e-5)
     best = sorted(spec.run_dir.joinpath("snapshots").glob("*.caffemodel"))
     expected = {f"epoch_iter_{e * spec.iters_per_epoch}.caffemodel"
-                for e in {result.selected_epoch, 4}}
+                for e in {result.selected_epoch, 3, 4}}
     assert {p.name for p in best} == expected
-    assert [p.name for p in spec.run_dir.joinpath("snapshots").glob("*.solverstate")] == [
-        f"epoch_iter_{4 * spec.iters_per_epoch}.solverstate"]
+    # the latest two epochs stay resumable: the earlier one if the latest is damaged
+    assert sorted(p.name for p in spec.run_dir.joinpath("snapshots").glob("*.solverstate")) == [
+        f"epoch_iter_{e * spec.iters_per_epoch}.solverstate" for e in (3, 4)]
     selected = read_weights(result.selected_weights)
     chosen = read_weights(spec.run_dir / "snapshots"
                           / f"epoch_iter_{result.selected_epoch * spec.iters_per_epoch}.caffemodel")
@@ -184,3 +186,57 @@ def test_the_validation_loss_is_the_mean_of_per_record_losses(caffe, tmp_path):
         scores.append(float(net.blobs["loss"].data))
     # Caffe's own batch means count the wrapped records; the kit's mean does not.
     assert result.loss != pytest.approx(float(np.mean(scores)), rel=1e-9)
+
+
+# ------------------------------------------------------------ torn and damaged run files
+
+def _resume_in_child(spec: TrainSpec) -> subprocess.CompletedProcess:
+    """Resume in a child: a damaged file handed to Caffe aborts the whole process."""
+    script = (
+        "from pathlib import Path\n"
+        "from medtl.train.driver import TrainSpec, train\n"
+        f"train(TrainSpec(solver=Path({str(spec.solver)!r}), run_dir=Path({str(spec.run_dir)!r}),"
+        f" iters_per_epoch={spec.iters_per_epoch}, max_epochs={spec.max_epochs},"
+        f" val_records={spec.val_records}, selection={spec.selection!r}, progress=False))\n")
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=dict(os.environ, GLOG_minloglevel="2"), timeout=600)
+
+
+def _same_final_weights(a: TrainSpec, b: TrainSpec) -> None:
+    last = f"epoch_iter_{a.iters_per_epoch * a.max_epochs}.caffemodel"
+    x = read_weights(a.run_dir / "snapshots" / last)
+    y = read_weights(b.run_dir / "snapshots" / last)
+    for name in x:
+        for p, q in zip(x[name], y[name], strict=True):
+            np.testing.assert_array_equal(p, q, err_msg=name)
+
+
+@pytest.mark.slow
+def test_a_torn_last_trace_row_is_dropped_on_resume(caffe, datasets, tmp_path):
+    whole = _run(datasets, tmp_path / "whole", epochs=4)
+    train(whole)
+    spec = _run(datasets, tmp_path / "torn", epochs=4)
+    train(replace(spec, max_epochs=3))
+    trace = spec.run_dir / "trace.csv"
+    text = trace.read_text()
+    torn = text[: text.rstrip("\n").rfind("\n") + 12]   # epoch 3's row cut by a kill
+    trace.write_text(torn)
+    train(spec)
+    rows = trace.read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4"]
+    _same_final_weights(whole, spec)
+
+
+@pytest.mark.slow
+def test_a_damaged_latest_snapshot_falls_back_to_the_one_before(caffe, datasets, tmp_path):
+    whole = _run(datasets, tmp_path / "whole", epochs=3)
+    train(whole)
+    spec = _run(datasets, tmp_path / "damaged", epochs=3)
+    train(replace(spec, max_epochs=2))
+    state = spec.run_dir / "snapshots" / f"epoch_iter_{2 * spec.iters_per_epoch}.solverstate"
+    data = state.read_bytes()
+    state.write_bytes(data[: len(data) // 2])        # truncated: Caffe would abort on it
+    done = _resume_in_child(spec)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "damaged" in done.stdout and "epoch 1" in done.stdout
+    _same_final_weights(whole, spec)

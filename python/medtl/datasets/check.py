@@ -2,8 +2,10 @@
 layers and compare what Caffe sees with the manifest (counts, shapes, class balance, patients,
 folds, mean images, index files).
 
-A Caffe CHECK failure would abort the process, so every database is first validated in Python
-(present, non-empty, records of the declared shape) and problems are reported as findings.
+A Caffe CHECK failure would abort the process, so every database is first verified against
+the sizes and sha256 its manifest recorded (`medtl.datasets.integrity`, always hashed here),
+then validated in Python (present, not truncated, non-empty, records of the declared shape),
+and problems are reported as findings naming the database.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import lmdb
 import numpy as np
 
 from medtl.caffe_env import caffe, caffe_pb2
 from medtl.datasets.folds import FoldError, read_folds
-from medtl.datasets.lmdb_writer import from_datum
+from medtl.datasets.integrity import verify_database
+from medtl.datasets.lmdb_writer import from_datum, open_lmdb
 from medtl.datasets.manifest import ManifestError, read_manifest
 from medtl.datasets.mean import read_binaryproto
 from medtl.errors import InputError
@@ -49,6 +51,7 @@ class CheckReport:
     path: Path
     databases: list[DatabaseReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -56,9 +59,10 @@ class CheckReport:
 
 
 def _lmdb_entries(path: Path, shape: list[int]) -> int:
-    if not (path / "data.mdb").is_file():
-        raise CheckError(f"{path}: not an LMDB (no data.mdb)")
-    env = lmdb.open(str(path), readonly=True, lock=False)
+    try:
+        env = open_lmdb(path)
+    except InputError as exc:
+        raise CheckError(str(exc)) from None
     try:
         n = env.stat()["entries"]
         if n == 0:
@@ -85,7 +89,11 @@ def _hdf5_entries(list_file: Path, shape: list[int], label_shape: list[int]) -> 
         if not Path(name).is_file():
             raise CheckError(f"{list_file}: lists {name}, which does not exist (was the "
                              "dataset moved? the list holds absolute paths)")
-        with h5py.File(name, "r") as f:
+        try:
+            f = h5py.File(name, "r")
+        except OSError as exc:
+            raise CheckError(f"{name}: not a readable HDF5 file, damaged? ({exc})") from None
+        with f:
             for key in ("data", "label"):
                 if key not in f:
                     raise CheckError(f"{name}: no dataset '{key}'")
@@ -120,10 +128,14 @@ def _net_file(db: dict[str, Any], source: Path, batch: int, directory: Path) -> 
 
 
 def read_through_caffe(db: dict[str, Any], root: Path, *, batch: int = 100,
-                       limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       limit: int | None = None, verify: bool = True
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Every record of a manifest database as Caffe's data layer delivers it, in order:
-    (data N x C x H x W float32, label N or N x K)."""
+    (data N x C x H x W float32, label N or N x K). The database's files are verified
+    against the manifest's hashes first (`verify`)."""
     source = Path(root) / db["path"]
+    if verify:
+        verify_database(root, db)
     if db["format"] == "lmdb":
         n = _lmdb_entries(source, db["shape"])
     elif db["format"] == "hdf5":
@@ -154,11 +166,15 @@ def _label_counts(labels: np.ndarray) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: int(kv[0])))
 
 
-def _check_database(db: dict[str, Any], root: Path, batch: int) -> DatabaseReport:
+def _check_database(db: dict[str, Any], root: Path, batch: int, notes: list[str]
+                    ) -> DatabaseReport:
     report = DatabaseReport(db["path"])
     try:
-        data, labels = read_through_caffe(db, root, batch=batch)
-    except CheckError as exc:
+        note = verify_database(root, db)
+        if note:
+            notes.append(note)
+        data, labels = read_through_caffe(db, root, batch=batch, verify=False)
+    except InputError as exc:
         report.problems.append(str(exc))
         return report
     report.count = len(data)
@@ -176,12 +192,26 @@ def _check_database(db: dict[str, Any], root: Path, batch: int) -> DatabaseRepor
         if not mean_path.is_file():
             report.problems.append(f"mean file {db['mean_file']} missing")
         else:
-            mean = read_binaryproto(mean_path)
-            if not np.allclose(mean, data.mean(0, dtype=np.float64), atol=1e-3):
-                report.problems.append(f"{db['mean_file']} is not the mean of the records")
+            report.problems.extend(_check_mean(mean_path, db["mean_file"], data))
     if db.get("index_file"):
-        report.problems.extend(_check_index(root / db["index_file"], db, labels))
+        path = root / db["index_file"]
+        try:
+            report.problems.extend(_check_index(path, db, labels))
+        except (KeyError, ValueError, csv.Error) as exc:   # UnicodeDecodeError included
+            report.problems.append(f"{path.name}: not a readable index ({exc})")
     return report
+
+
+def _check_mean(path: Path, name: str, data: np.ndarray) -> list[str]:
+    try:
+        mean = read_binaryproto(path)
+    except InputError as exc:
+        return [str(exc)]
+    if mean.shape != data.shape[1:]:
+        return [f"{name} has shape {list(mean.shape)}, the records {list(data.shape[1:])}"]
+    if not np.allclose(mean, data.mean(0, dtype=np.float64), atol=1e-3):
+        return [f"{name} is not the mean of the records"]
+    return []
 
 
 def _check_index(path: Path, db: dict[str, Any], labels: np.ndarray) -> list[str]:
@@ -238,7 +268,7 @@ def check_dataset(path: Path, *, batch: int = 100) -> CheckReport:
     if not manifest["databases"]:
         report.problems.append("the manifest lists no databases")
     for db in manifest["databases"]:
-        report.databases.append(_check_database(db, root, batch))
+        report.databases.append(_check_database(db, root, batch, report.notes))
     report.problems.extend(_check_folds(root, manifest))
     return report
 
@@ -253,5 +283,6 @@ def format_report(report: CheckReport) -> str:
                      f"{status}")
         lines.extend(f"      - {p}" for p in d.problems)
     lines.extend(f"  - {p}" for p in report.problems)
+    lines.extend(f"  note: {n}" for n in report.notes)
     lines.append("matches its manifest" if report.ok else "DOES NOT match its manifest")
     return "\n".join(lines)

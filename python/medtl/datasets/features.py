@@ -19,11 +19,10 @@ from itertools import chain
 from pathlib import Path
 
 import h5py
-import lmdb
 import numpy as np
 
 from medtl import io
-from medtl.datasets.lmdb_writer import read_lmdb
+from medtl.datasets.lmdb_writer import open_lmdb, read_lmdb
 from medtl.datasets.manifest import sha256_file
 from medtl.infer import ArrayNet, InferenceError
 from medtl.progress import bar
@@ -35,24 +34,22 @@ FeatureError = InferenceError
 def _records(source: Path) -> tuple[int, Iterator[tuple[bytes, np.ndarray, np.ndarray]], bool]:
     """(count, iterator of (key, C x H x W, label), preprocessed?) of an LMDB or HDF5 list."""
     source = Path(source)
+    if not source.exists():
+        raise FeatureError(f"{source} does not exist (the source is an LMDB directory or an "
+                           "HDF5 list)")
     if source.is_dir():
-        if not (source / "data.mdb").is_file():
-            raise FeatureError(f"{source}: not an LMDB (no data.mdb)")
-        env = lmdb.open(str(source), readonly=True, lock=False)
+        env = open_lmdb(source)
         n = env.stat()["entries"]
         env.close()
         return n, ((k, im, np.asarray(lab)) for k, im, lab in read_lmdb(source)), False
-    if source.suffix == ".txt":
-        files = [ln.strip() for ln in source.read_text().splitlines() if ln.strip()]
+    if source.suffix == ".txt" and source.is_file():
+        files = _hdf5_list(source)
         if not files:
             raise FeatureError(f"{source}: names no HDF5 files")
         for name in files:
             if not Path(name).is_file():
                 raise FeatureError(f"{source}: lists {name}, which does not exist")
-        n = 0
-        for name in files:
-            with h5py.File(name, "r") as f:
-                n += f["data"].shape[0]
+        n = sum(_hdf5_rows(name) for name in files)
 
         def rows():
             for name in files:
@@ -62,6 +59,21 @@ def _records(source: Path) -> tuple[int, Iterator[tuple[bytes, np.ndarray, np.nd
 
         return n, rows(), True
     raise FeatureError(f"{source}: expected an LMDB directory or an HDF5 list (.txt)")
+
+
+def _hdf5_list(source: Path) -> list[str]:
+    try:
+        return [ln.strip() for ln in source.read_text().splitlines() if ln.strip()]
+    except UnicodeDecodeError:
+        raise FeatureError(f"{source}: not an HDF5 list (a text file of .h5 paths)") from None
+
+
+def _hdf5_rows(name: str) -> int:
+    try:
+        with h5py.File(name, "r") as f:
+            return f["data"].shape[0]
+    except (OSError, KeyError) as exc:   # not HDF5, damaged, or no 'data'
+        raise FeatureError(f"{name}: not an HDF5 file with a 'data' set ({exc})") from None
 
 
 def extract(deploy: Path, weights: Path, source: Path, out: Path, *, blob: str = "fc7",

@@ -8,12 +8,20 @@ at most INT_MAX (2^31 - 1) values, so a set is split into files of at most
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from medtl import io
+from medtl.errors import DiskFullError
+
 MAX_FILE_BYTES = 1 << 30
+# HDF5 reports a failed write (a full disk) only when it flushes: flush this often
+FLUSH_BYTES = 64 << 20
 CAFFE_MAX_BLOB = 2**31 - 1
 
 
@@ -44,18 +52,24 @@ class Hdf5Writer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.files: list[Path] = []
         self._handles: list[h5py.File] = []
-        for i in range(n_files):
-            rows = min(self.per_file, count - i * self.per_file)
-            path = self.directory / f"{name}_{i:03d}.h5"
-            f = h5py.File(path, "w")
-            f.create_dataset("data", (rows, *self.shape), dtype=np.float32,
-                             chunks=(1, *self.shape))
-            f.create_dataset("label", (rows, *self.label_shape), dtype=np.float32)
-            self.files.append(path)
-            self._handles.append(f)
-        prefix = Path(list_prefix) if list_prefix is not None else self.directory
+        # (data, label) of each file, held open until the files are flushed: a dataset
+        # released earlier flushes on release, where HDF5's errors are only printed
+        self._sets: list[tuple[h5py.Dataset, h5py.Dataset]] = []
+        self._unflushed = 0
         self.list_file = self.directory / f"{name}.txt"
-        self.list_file.write_text("".join(f"{prefix / p.name}\n" for p in self.files))
+        with self._writing(self.directory):
+            for i in range(n_files):
+                rows = min(self.per_file, count - i * self.per_file)
+                path = self.directory / f"{name}_{i:03d}.h5"
+                f = h5py.File(path, "w")
+                self._handles.append(f)
+                self._sets.append((
+                    f.create_dataset("data", (rows, *self.shape), dtype=np.float32,
+                                     chunks=(1, *self.shape)),
+                    f.create_dataset("label", (rows, *self.label_shape), dtype=np.float32)))
+                self.files.append(path)
+            prefix = Path(list_prefix) if list_prefix is not None else self.directory
+            self.list_file.write_text("".join(f"{prefix / p.name}\n" for p in self.files))
         self.written = 0
 
     def put(self, rank: int, image: np.ndarray, label) -> None:
@@ -63,18 +77,64 @@ class Hdf5Writer:
             raise IndexError(f"{self.name}: rank {rank} outside 0..{self.count - 1}")
         if tuple(image.shape) != self.shape:
             raise ValueError(f"{self.name}: record shape {image.shape} != {self.shape}")
-        f = self._handles[rank // self.per_file]
+        data, labels = self._sets[rank // self.per_file]
         row = rank % self.per_file
-        f["data"][row] = image.astype(np.float32)
-        f["label"][row] = np.asarray(label, dtype=np.float32)
+        with self._writing(self.files[rank // self.per_file]):
+            data[row] = image.astype(np.float32)
+            labels[row] = np.asarray(label, dtype=np.float32)
         self.written += 1
+        self._unflushed += image.size * 4
+        if self._unflushed >= FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        for path, f in zip(self.files, self._handles, strict=True):
+            if f.id.valid:
+                with self._writing(path):
+                    f.flush()
+        self._unflushed = 0
 
     def close(self) -> None:
-        for f in self._handles:
-            f.close()
+        self._flush()
+        self._sets = []
+        for path, f in zip(self.files, self._handles, strict=False):
+            with self._writing(path):
+                f.close()
         if self.written != self.count:
             raise ValueError(f"{self.name}: {self.written} of {self.count} planned records "
                              "were written")
+
+    @contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """On a failed write, let go of every file (they are incomplete) and report a full
+        disk as DiskFullError naming `path`."""
+        try:
+            yield
+        except Exception as exc:
+            self.abandon()
+            reason = io.no_space(exc, path)
+            if reason is not None:
+                raise DiskFullError(f"{reason} at {path}: free space there and run the "
+                                    "command again") from exc
+            raise
+
+    def abandon(self) -> None:
+        """Close every file without writing what HDF5 still holds for it.
+
+        After a failed write HDF5 keeps the file open with unwritten data and tries again
+        when the process exits, where a second failure crashes the interpreter (SIGSEGV).
+        The file is incomplete anyway (its temporary folder is removed), so what HDF5 still
+        holds is written to /dev/null instead."""
+        open_files = [f for f in self._handles if f.id.valid]
+        for f in open_files:
+            with suppress(Exception):
+                null = os.open(os.devnull, os.O_RDWR)
+                os.dup2(null, f.id.get_vfd_handle())
+                os.close(null)
+        self._sets = []
+        for f in open_files:
+            with suppress(Exception):
+                f.close()
 
 
 def read_hdf5_list(list_file: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,9 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
+from medtl import io
 from medtl.caffe_env import caffe_pb2
+from medtl.errors import DiskFullError, InputError, RunError
 from medtl.io import atomic_dir
 
 INITIAL_MAP_SIZE = 1 << 26  # grows by doubling when full
@@ -43,7 +45,6 @@ def to_datum(image: np.ndarray, label: int):
     return datum
 
 
-
 def from_datum(raw: bytes) -> tuple[np.ndarray, int]:
     datum = caffe_pb2().Datum()
     datum.ParseFromString(raw)
@@ -69,7 +70,10 @@ class LmdbWriter:
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise FileExistsError(f"{self.path} already exists")
         self.path.mkdir(parents=True, exist_ok=True)
-        self._env = lmdb.open(str(self.path), map_size=map_size, subdir=True, lock=False)
+        try:
+            self._env = lmdb.open(str(self.path), map_size=map_size, subdir=True, lock=False)
+        except lmdb.Error as exc:
+            raise self._failed(exc) from exc
         self._pending: list[tuple[bytes, bytes]] = []
         self._commit_every = commit_every
         self._commit_bytes = commit_bytes
@@ -92,16 +96,31 @@ class LmdbWriter:
 
     def flush(self) -> None:
         if self._pending:
-            _commit(self._env, self._pending)
+            try:
+                _commit(self._env, self._pending)
+            except lmdb.Error as exc:
+                raise self._failed(exc) from exc
             self._pending = []
             self._pending_bytes = 0
 
     def close(self) -> None:
         try:
             self.flush()
-            self._env.sync()
+            try:
+                self._env.sync()
+            except lmdb.Error as exc:
+                raise self._failed(exc) from exc
         finally:
             self._env.close()
+
+    def _failed(self, exc: lmdb.Error) -> RunError:
+        """A failed LMDB write as one line naming the database; a full disk (which LMDB
+        reports as an I/O error) as DiskFullError."""
+        reason = io.no_space(exc, self.path)
+        if reason is not None:
+            return DiskFullError(f"{reason} at {self.path}: free space there and run the "
+                                 "command again")
+        return RunError(f"{self.path}: LMDB write failed ({exc})")
 
     def __enter__(self) -> LmdbWriter:
         return self
@@ -135,9 +154,31 @@ def _commit(env: lmdb.Environment, items: list[tuple[bytes, bytes]]) -> None:
             env.set_mapsize(env.info()["map_size"] * 2)
 
 
+def open_lmdb(path: Path) -> lmdb.Environment:
+    """The LMDB at `path`, read-only, checked before any record is read: a folder without
+    data.mdb, a file that is no LMDB, or a truncated one is an InputError naming it (reading
+    past the end of a truncated data.mdb kills the process with SIGBUS)."""
+    path = Path(path)
+    data = path / "data.mdb"
+    if not data.is_file():
+        raise InputError(f"{path}: not an LMDB (no data.mdb)")
+    try:
+        env = lmdb.open(str(path), readonly=True, lock=False)
+    except lmdb.Error as exc:
+        reason = str(exc).removeprefix(f"{path}: ")
+        raise InputError(f"{path}: not a readable LMDB, damaged? ({reason})") from None
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = data.stat().st_size
+    if size < need:
+        env.close()
+        raise InputError(f"{path}: damaged LMDB: data.mdb is truncated ({size} bytes, its "
+                         f"pages need {need})")
+    return env
+
+
 def read_lmdb(path: Path) -> Iterable[tuple[bytes, np.ndarray, int]]:
     """Yield (key, image, label) in key order, the order Caffe's Data layer reads."""
-    env = lmdb.open(str(path), readonly=True, lock=False)
+    env = open_lmdb(path)
     try:
         with env.begin() as txn:
             for key, raw in txn.cursor():

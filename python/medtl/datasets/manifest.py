@@ -2,8 +2,10 @@
 
 It records the generator (medtl version, module), the seed, the source files with their
 hashes, the resolved configuration, the protocol values with provenance, and per database
-its format, count, sample shape, dtype and counts per class / patient / fold. `medtl data
-check` compares all of this with what Caffe reads back.
+its format, count, sample shape, dtype, counts per class / patient / fold, and the size and
+sha256 of its files (`files`, taken once the dataset is complete; `medtl.datasets.integrity`
+verifies them before Caffe opens the database). `medtl data check` compares all of this with
+what Caffe reads back.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +54,7 @@ class DatabaseRecord:
     patient_counts: Counter = field(default_factory=Counter)
     mean_file: str | None = None
     index_file: str | None = None
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # content_hashes()
 
     def add(self, label: Any, patient: str) -> None:
         self.count += 1
@@ -68,7 +72,8 @@ class DatabaseRecord:
                 "count": self.count,
                 "label_counts": dict(sorted(self.label_counts.items(), key=lambda kv: int(kv[0]))),
                 "patient_counts": dict(sorted(self.patient_counts.items())),
-                "mean_file": self.mean_file, "index_file": self.index_file}
+                "mean_file": self.mean_file, "index_file": self.index_file,
+                "files": self.files}
 
 
 @dataclass
@@ -119,12 +124,39 @@ class Manifest:
         }
 
     def write(self, directory: Path) -> Path:
+        """manifest.json in `directory`, with the content hashes of every database (written
+        last: the databases are complete by now)."""
+        for db in self.databases:
+            db.files = content_hashes(directory, db.to_dict())
         return io.write_text(Path(directory) / MANIFEST,
                              json.dumps(self.to_dict(), indent=1, sort_keys=False) + "\n")
 
 
+def database_files(root: Path, db: Mapping[str, Any]) -> list[Path]:
+    """The files a manifest database consists of: an LMDB's data.mdb; an HDF5 list and the
+    files it names (by their final absolute paths: they lie beside the list); and the mean
+    image Caffe subtracts, if any."""
+    source = Path(root) / db["path"]
+    mean = [Path(root) / db["mean_file"]] if db.get("mean_file") else []
+    if db["format"] == "lmdb":
+        return [source / "data.mdb", *mean]
+    names = [ln.strip() for ln in source.read_text().splitlines() if ln.strip()]
+    return [source, *(source.parent / Path(name).name for name in names), *mean]
+
+
+def content_hashes(root: Path, db: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{file relative to `root`: {"bytes", "sha256"}} of a complete database."""
+    root = Path(root)
+    return {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size,
+                                             "sha256": sha256_file(p)}
+            for p in database_files(root, db)}
+
+
 class ManifestError(InputError):
     """A manifest that is missing or not one medtl wrote."""
+
+
+DATABASE_KEYS = ("path", "format", "role", "shape", "count", "label_counts")
 
 
 def read_manifest(directory: Path) -> dict[str, Any]:
@@ -132,12 +164,24 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ManifestError(f"{path}: no manifest (is {directory} a medtl dataset?)")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{path}: not valid JSON ({exc})") from exc
-    if data.get("kind") != "medtl-dataset":
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:   # JSONDecodeError and UnicodeDecodeError
+        raise ManifestError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != "medtl-dataset":
         raise ManifestError(f"{path}: not a medtl dataset manifest")
     if data.get("format_version") != FORMAT_VERSION:
         raise ManifestError(f"{path}: format_version {data.get('format_version')} "
                             f"(this medtl reads {FORMAT_VERSION})")
+    _check_databases(path, data.get("databases"))
     return data
+
+
+def _check_databases(path: Path, databases: Any) -> None:
+    if not isinstance(databases, list):
+        raise ManifestError(f"{path}: 'databases' is missing or not a list")
+    for i, db in enumerate(databases):
+        missing = [k for k in DATABASE_KEYS if not isinstance(db, dict) or k not in db]
+        if missing:
+            raise ManifestError(f"{path}: databases[{i}] lacks {', '.join(missing)}")
+        if db["format"] not in ("lmdb", "hdf5"):
+            raise ManifestError(f"{path}: databases[{i}]: unknown format {db['format']!r}")

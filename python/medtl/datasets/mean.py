@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from medtl import io
 from medtl.caffe_env import caffe_pb2
+from medtl.errors import InputError
 
 
 class MeanAccumulator:
@@ -40,10 +42,20 @@ def write_binaryproto(path: Path, mean: np.ndarray) -> Path:
 
 
 def read_binaryproto(path: Path) -> np.ndarray:
+    """The C x H x W mean image of a .binaryproto; a file that is missing or holds no mean
+    image is an InputError naming it (Caffe would abort on it)."""
     blob = caffe_pb2().BlobProto()
-    blob.ParseFromString(Path(path).read_bytes())
+    try:
+        blob.ParseFromString(Path(path).read_bytes())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    except DecodeError as exc:
+        raise InputError(f"{path}: not a mean .binaryproto ({exc})") from None
     if blob.HasField("shape") and len(blob.shape.dim) == 4:
         shape = tuple(blob.shape.dim)[1:]
     else:
         shape = (blob.channels, blob.height, blob.width)
+    if not blob.data or len(blob.data) != int(np.prod(shape)):
+        raise InputError(f"{path}: not a mean image ({len(blob.data)} values for shape "
+                         f"{list(shape)})")
     return np.asarray(blob.data, dtype=np.float32).reshape(shape)

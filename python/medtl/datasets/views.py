@@ -94,7 +94,13 @@ def window_to_uint8(hu: np.ndarray, window: tuple[float, float]) -> np.ndarray:
 class ViewSampler:
     """Renders views of one volume. :meth:`prepare` computes the B-spline coefficients once
     for the box that all of a patient's views need (plus a margin that makes the result equal
-    to prefiltering the whole volume); :meth:`render` then costs only the interpolation."""
+    to prefiltering the whole volume); :meth:`render` then costs only the interpolation.
+
+    The spline is ITK's (what SimpleITK's sitkBSpline resampling gives): mirror boundary at the
+    volume's faces, and `pad_hu` wherever a view leaves the volume's voxels. Padding the volume
+    with `pad_hu` before the prefilter instead would put a step of a thousand HU at the first
+    and last slices, and the cubic spline overshoots it (bright lines along the scan's edges in
+    coronal and sagittal views)."""
 
     def __init__(self, hu: np.ndarray, geometry: Geometry, *, size: int = 64,
                  pad_hu: float = -1024.0) -> None:
@@ -121,23 +127,21 @@ class ViewSampler:
     def prepare(self, centres: np.ndarray, params: ViewParams) -> None:
         """Prefilter the box covering these views (a later render outside it re-prepares).
 
-        The box stops PREFILTER_MARGIN voxels of padding beyond the volume: farther out the
-        coefficients of the constant padding are that constant, and the kernel clamps to them.
+        The box is cut PREFILTER_MARGIN voxels beyond what the views need, and never beyond
+        the volume: where it ends at the volume's face its mirror boundary is ITK's.
         """
-        lo, hi = self._bounds(*self._plane_index(centres, params))
+        needed = self._bounds(*self._plane_index(centres, params))
         shape = np.array(self.hu.shape)
-        lo = np.maximum(lo - PREFILTER_MARGIN, -PREFILTER_MARGIN)
-        hi = np.minimum(hi + PREFILTER_MARGIN, shape + PREFILTER_MARGIN)
-        hi = np.maximum(hi, lo + 4)
-        src_lo, src_hi = np.maximum(lo, 0), np.minimum(hi, shape)
-        box = np.full(hi - lo, self.pad_hu, dtype=np.float32)
-        if np.all(src_hi > src_lo):
-            dst = tuple(slice(a - b, c - b) for a, c, b in zip(src_lo, src_hi, lo, strict=True))
-            src = tuple(slice(a, c) for a, c in zip(src_lo, src_hi, strict=True))
-            box[dst] = self.hu[src]
+        lo = np.clip(needed[0] - PREFILTER_MARGIN, 0, shape - 1)
+        hi = np.clip(needed[1] + PREFILTER_MARGIN, lo + 1, shape)
+        box = self.hu[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))]
         self._coef = bspline.prefilter(box)
         self._lo, self._hi = lo, hi
-        self._needed = self._bounds(*self._plane_index(centres, params))
+        self._needed = needed
+
+    def _inside(self) -> tuple[np.ndarray, np.ndarray]:
+        """The volume's voxels, [-0.5, n - 0.5) per axis, in the box's indices."""
+        return -0.5 - self._lo, np.array(self.hu.shape) - 0.5 - self._lo
 
     def _ready(self, centres: np.ndarray, params: ViewParams):
         o, du, dv = self._plane_index(centres, params)
@@ -150,7 +154,8 @@ class ViewSampler:
     def render_hu(self, centres: np.ndarray, params: ViewParams) -> np.ndarray:
         """Float32 HU views, V x 3 x size x size."""
         o, du, dv = self._ready(centres, params)
-        planes = bspline.sample_planes(self._coef, o, du, dv, self.size, self.size)
+        planes = bspline.sample_planes(self._coef, o, du, dv, self.size, self.size,
+                                       self._inside(), self.pad_hu)
         return planes.reshape(len(params), 3, self.size, self.size)
 
     def render(self, centres: np.ndarray, params: ViewParams,
@@ -158,5 +163,6 @@ class ViewSampler:
         """uint8 views, V x 3 x size x size, windowed to `window` HU (as
         :func:`window_to_uint8` of :meth:`render_hu`, in one pass)."""
         o, du, dv = self._ready(centres, params)
-        planes = bspline.sample_planes_u8(self._coef, o, du, dv, self.size, self.size, window)
+        planes = bspline.sample_planes_u8(self._coef, o, du, dv, self.size, self.size, window,
+                                          self._inside(), self.pad_hu)
         return planes.reshape(len(params), 3, self.size, self.size)

@@ -14,9 +14,13 @@ from pathlib import Path
 
 
 def _pump(read_fd: int, out_fd: int, log) -> None:
+    logging = True
     while chunk := os.read(read_fd, 1 << 16):
-        log.write(chunk)
-        log.flush()
+        if logging:
+            try:
+                log.write(chunk)
+            except OSError:         # a full disk: the console still gets everything
+                logging = False
         with suppress(OSError):     # the console went away; the log keeps everything
             os.write(out_fd, chunk)
     os.close(read_fd)
@@ -24,26 +28,25 @@ def _pump(read_fd: int, out_fd: int, log) -> None:
 
 @contextmanager
 def tee_output(log_path: Path, header: str) -> Iterator[None]:
-    """Copy file descriptors 1 and 2 into `log_path` (appended) while the block runs."""
+    """Copy file descriptors 1 and 2 into `log_path` (appended) while the block runs; on a
+    full disk the log stops and the console still gets everything."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = {fd: os.dup(fd) for fd in (1, 2)}
     pipes = {fd: os.pipe() for fd in (1, 2)}
-    with open(log_path, "ab") as log:
+    # unbuffered: a write the disk has no room for fails at once, and nothing is left to
+    # fail again on close
+    with open(log_path, "ab", buffering=0) as log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        log.write(f"===== {stamp} {header}\n".encode())
-        log.flush()
+        with suppress(OSError):
+            log.write(f"===== {stamp} {header}\n".encode())
         lock = threading.Lock()
 
         class Locked:
             def write(self, data: bytes) -> None:
                 with lock:
                     log.write(data)
-
-            def flush(self) -> None:
-                with lock:
-                    log.flush()
 
         threads = []
         for fd, (r, w) in pipes.items():

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from medtl import __version__, caffe_env, io
-from medtl.errors import MedtlError, OutputExistsError, RunError, one_line
+from medtl.datasets.integrity import DamagedDatabaseError, verify_sources
+from medtl.errors import DiskFullError, MedtlError, OutputExistsError, RunError, one_line
+from medtl.experiments.memory import check_plan_memory
 from medtl.experiments.plan import (
     FAILED,
     FINISHED,
@@ -96,7 +98,8 @@ def _write_nets(plan: Plan, run: RunPlan, fold: FoldData):
     run_dir = run.run_dir
     solver_plan = plan_solver(cfg.solver, fold.train_size, fold.val_size)
     paths = RunPaths(net_dir=str(run_dir / "net"), solver_file=str(run_dir / "solver.prototxt"),
-                     data=DataPaths(fold.train, fold.val, fold.mean_file),
+                     data=DataPaths(fold.train, fold.val, fold.mean_file, fold.backend,
+                                    fold.mean_value, fold.scale),
                      snapshot_prefix=str(run_dir / "snapshots" / "caffe"))
     seed = Sourced(run.seed, source=f"experiment spec seeds ({plan.experiment.path.name})")
     files = configuration_files(cfg, paths, solver_plan, seed=seed,
@@ -131,6 +134,8 @@ def run_one(plan: Plan, run: RunPlan, *, progress: bool = True) -> dict[str, Any
     experiment, study = plan.experiment, plan.study
     gpu = experiment.training.gpu
     fold = study.fold_data_for(run.config, run.fold, run.fraction, run.seed)
+    for note in verify_sources(fold.train, fold.val, fold.test):   # before Caffe opens them
+        print(f"note: {note}")
     run_dir.mkdir(parents=True, exist_ok=True)
     io.clean_stale_temps(run_dir)
     if not (run_dir / RUN_FILE).is_file():
@@ -221,7 +226,10 @@ def carry_out(spec_path: Path, run_id: str, *, progress: bool = True) -> int:
         try:
             metrics = run_one(plan, run, progress=progress)
         except MedtlError as exc:
-            if plan.state(run).state is State.TO_RUN:
+            # a full disk or a damaged dataset is no fault of the run: no failure record,
+            # a rerun resumes it once there is space or the dataset is built again
+            if plan.state(run).state is State.TO_RUN \
+                    and not isinstance(exc, (DiskFullError, DamagedDatabaseError)):
                 record_failure(run.run_dir, one_line(exc), type(exc).__name__)
             print(f"error: {one_line(exc)}", file=sys.stderr)
             return 2
@@ -302,10 +310,11 @@ def run_experiment(spec_path: Path, *, parallel: int | None = None, progress: bo
     print(f"{exp.spec.paper}/{exp.path.stem}: {len(plan.runs)} runs, "
           f"{sum(v == 'finished earlier' for v in status.values())} finished earlier, "
           f"{len(todo)} to run", flush=True)
+    workers = parallel or exp.spec.parallel
     if todo:
         check_source_weights(plan.experiment, [run.config for run in todo])
+        check_plan_memory(plan, todo, workers)
         plan.study.prepare(progress=progress)
-    workers = parallel or exp.spec.parallel
     quiet = not progress or workers > 1
     running: list[tuple[RunPlan, subprocess.Popen]] = []
     queue = list(todo)

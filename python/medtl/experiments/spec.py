@@ -35,6 +35,10 @@ class DatasetSpec:
     options: dict = option({}, "the builder's options (strict; see the builder below)")
     phantom: dict = option({}, "settings of the builder's phantoms (strict; used with "
                                "source: synthetic)")
+    prepared: str = option("", "a dataset folder `medtl data <builder> --out` built, used as "
+                               "is instead of building from source (relative: to the spec's "
+                               "folder); its manifest must record this builder's version and "
+                               "the spec's options")
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,10 @@ every study, so a study writes only what is its own:
   or the kit's phantoms written once per phantom setting;
 - the dataset cache key over everything that changes the dataset: builder, builder version,
   resolved options, the source's resolved path and content identity (or the phantom
-  settings); the dataset lives in `<results>/datasets/<builder>_<key>/`;
+  settings); the dataset lives in `<results>/datasets/<builder>_<key>/`, or, with
+  `dataset.prepared`, in the folder `medtl data <builder> --out` built (never rebuilt there:
+  its manifest must record the builder's version, `notes.builder_version`, and the spec's
+  options, else a one-line ConfigError says what differs);
 - prepare (build once), the manifest, and a fold's inputs from the manifest's databases;
 - the default evaluation: TEST-phase inference over the test database (`medtl.infer`),
   per-sample rows (`predictions`), and the study's score (`score`).
@@ -64,6 +67,10 @@ class FoldData:
     test_size: int
     manifest_sha256: str
     backend: str = "lmdb"           # "lmdb" (Data + transform_param) or "hdf5" (HDF5Data)
+    # a fixed per-channel transform of records stored at the net's input size (8-bit), done
+    # by the Data layer's transform_param (no crop, no mean image); () for none
+    mean_value: tuple[float, ...] = ()
+    scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -269,15 +276,26 @@ class StudyAdapter:
         return {"builder": self.builder, "version": self.version,
                 "phantom": self.phantom_args()}
 
+    @cached_property
+    def prepared_path(self) -> Path | None:
+        """The resolved `dataset.prepared` (None: the dataset is built from the source)."""
+        prepared = self.experiment.dataset.prepared
+        return resolve(prepared, self.experiment.path.parent) if prepared else None
+
     def settings(self) -> dict[str, Any]:
         """Everything the spec says that changes the dataset (no file is read)."""
-        source: dict[str, Any] = (self.phantom_settings() if self.synthetic
-                                  else {"path": str(self.source_path)})
+        source: dict[str, Any] = (
+            {"prepared": str(self.prepared_path)} if self.prepared_path is not None
+            else self.phantom_settings() if self.synthetic else {"path": str(self.source_path)})
         return {"builder": self.builder, "version": self.version,
                 "options": cfgmod.to_dict(self.config), "source": source}
 
     def source_identity(self) -> str | None:
-        """The content identity of the user's source (None: phantoms, or not there)."""
+        """The content identity of the user's source (None: phantoms, or not there); of a
+        prepared dataset, its manifest's digest."""
+        if self.prepared_path is not None:
+            manifest = self.prepared_path / MANIFEST
+            return io.sha256_file(manifest) if manifest.is_file() else None
         if self.synthetic or not self.source_path.exists():
             return None
         return content_identity(self.source_path)
@@ -294,6 +312,8 @@ class StudyAdapter:
 
     @property
     def dataset_dir(self) -> Path:
+        if self.prepared_path is not None:
+            return self.prepared_path
         return results_root() / DATASETS / f"{self.builder}_{self.dataset_key}"
 
     def scoring_settings(self) -> dict[str, Any]:
@@ -304,10 +324,44 @@ class StudyAdapter:
         return (self.dataset_dir / MANIFEST).is_file()
 
     def prepare(self, progress: bool = True) -> None:
-        """Build the dataset unless it is there."""
-        if not self.is_built():
+        """Build the dataset unless it is there (a prepared one is checked, never built)."""
+        if self.prepared_path is not None:
+            self.check_prepared()
+        elif not self.is_built():
             io.clean_stale_temps(self.dataset_dir.parent)
             self.build(self.source(), self.dataset_dir, progress)
+
+    def prepared_option_fits(self, key: str, recorded: Any, wanted: Any) -> bool:
+        """Whether a prepared dataset built with option `key` = `recorded` serves a spec
+        asking `wanted` (a study may accept more than equality, e.g. an extra set)."""
+        return recorded == wanted
+
+    def check_prepared(self) -> None:
+        """The prepared dataset is complete and was built by this builder's version with the
+        spec's options; ConfigError naming the folder and the difference otherwise."""
+        path, where = self.prepared_path, f"{self.experiment.path}: dataset.prepared"
+        if not (path / MANIFEST).is_file():
+            raise ConfigError(f"{where}: {shown(path)} holds no {MANIFEST} (not a finished "
+                              f"dataset: build it with `medtl data {self.builder} ... --out "
+                              f"{shown(path)}`)")
+        manifest = self.manifest()
+        version = manifest.get("notes", {}).get("builder_version")
+        if version is None:
+            raise ConfigError(f"{where}: {shown(path)}'s manifest records no builder version "
+                              f"(not built by `medtl data {self.builder}` of this kit, version "
+                              f"{self.version})")
+        if version != self.version:
+            raise ConfigError(f"{where}: {shown(path)} was built by version {version} of the "
+                              f"{self.builder} builder, this kit's is {self.version}: build "
+                              "it again")
+        recorded = manifest.get("config", {})
+        wanted = json.loads(json.dumps(cfgmod.to_dict(self.config), default=str))
+        for key in sorted(set(recorded) | set(wanted)):
+            if not self.prepared_option_fits(key, recorded.get(key), wanted.get(key)):
+                raise ConfigError(
+                    f"{where}: {shown(path)} was built with {key}={recorded.get(key)!r}, the "
+                    f"spec needs {wanted.get(key)!r} (build it with --set "
+                    f"{key}={json.dumps(wanted.get(key))}, or change dataset.options)")
 
     def manifest(self) -> dict[str, Any]:
         return json.loads((self.dataset_dir / MANIFEST).read_text())

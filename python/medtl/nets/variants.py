@@ -22,9 +22,24 @@ BVLC_TRAIN_VAL = ("BVLC's ImageNet train_val convention (models/bvlc_alexnet, "
                   "bvlc_reference_caffenet, bvlc_googlenet train_val.prototxt)")
 
 
-def input_transform(model: ModelSpec) -> dict[str, Sourced]:
+@dataclass(frozen=True)
+class StoredInput:
+    """Records a study's dataset stores at the net's input size as 8-bit, leaving a fixed
+    per-channel transform to Caffe's Data layer: transform_param mean_value and scale (no crop,
+    no mean image). A run takes the values its dataset's manifest records."""
+
+    mean_value: Sourced            # one per channel, BGR
+    scale: Sourced
+
+
+def input_transform(model: ModelSpec, stored: StoredInput | None = None) -> dict[str, Sourced]:
     """How Caffe's Data layer turns a stored image into `model`'s input (LMDB inputs; HDF5
     inputs are stored preprocessed and have no transform_param), with provenance."""
+    if stored is not None:
+        return {"crop_size": derived(0, "the dataset stores the net's input size: no crop"),
+                "mean_value": stored.mean_value, "scale": stored.scale,
+                "mirror": derived(False, "the dataset's own augmentation is built into its "
+                                         "records; Caffe mirrors nothing")}
     crop, image = model.crop_size, model.image_size
     if image > crop:
         crop_size = assumed(crop, f"a random {crop}x{crop} crop of the {image}x{image} stored "

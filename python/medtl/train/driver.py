@@ -21,11 +21,18 @@ state to the one saved with the snapshot (`caffe._caffe.get_random_state`, patch
 the dropout masks continue where they stopped. On a GPU dropout draws from cuRAND, whose state
 is not saved: a resumed GPU run with dropout is not bit-identical (cuDNN is not deterministic
 either).
+
+Damage: a snapshot is complete when its record (`*.snapshot.json`: the sha256 of the
+caffemodel and solverstate, Caffe's random state) is written after Caffe's files are durable.
+The driver keeps the snapshots of the latest two epochs and resumes from the latest intact one,
+so a damaged solverstate (which would abort Caffe) costs one epoch, not the run; a trace row
+torn by a kill is dropped.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import time
@@ -111,8 +118,27 @@ def _snapshot_files(prefix: Path, iteration: int) -> tuple[Path, Path]:
             Path(f"{prefix}_iter_{iteration}.solverstate"))
 
 
-def _random_state_file(prefix: Path, iteration: int) -> Path:
-    return Path(f"{prefix}_iter_{iteration}.rngstate")
+def _snapshot_record(prefix: Path, iteration: int) -> Path:
+    """Written last, once Caffe's two files are on disk: their sha256 and Caffe's random
+    state. Its presence marks the snapshot complete; the hashes tell a damaged one."""
+    return Path(f"{prefix}_iter_{iteration}.snapshot.json")
+
+
+def _damage(prefix: Path, iteration: int) -> str | None:
+    """Why the snapshot at `iteration` cannot be resumed from (None: it is intact)."""
+    record = _snapshot_record(prefix, iteration)
+    if not record.is_file():
+        return "incomplete"
+    try:
+        hashes = json.loads(record.read_text())["sha256"]
+    except (ValueError, KeyError):
+        return f"{record.name} is damaged"
+    for path in _snapshot_files(prefix, iteration):
+        if not path.is_file():
+            return f"{path.name} is missing"
+        if io.sha256_file(path) != hashes.get(path.name):
+            return f"{path.name} is damaged (its sha256 differs from the one recorded)"
+    return None
 
 
 def _driver_solver(spec: TrainSpec) -> tuple[Path, Path]:
@@ -138,10 +164,15 @@ def _driver_solver(spec: TrainSpec) -> tuple[Path, Path]:
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
+    """The complete rows of a CSV the driver appends to. A kill while a row was written
+    leaves it torn (no line end, fields missing): it is dropped, the run resumes before it."""
     if not path.is_file():
         return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    rows = list(csv.DictReader(text.splitlines()))
+    return [r for r in rows if None not in r.values() and None not in r]
 
 
 def _append_rows(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
@@ -156,13 +187,16 @@ def _append_rows(path: Path, fields: tuple[str, ...], rows: list[dict]) -> None:
 
 
 def _resume_point(spec: TrainSpec, prefix: Path, trace: Path) -> tuple[int, list[dict]]:
-    """The last epoch with a solverstate, a random state and a trace row; the rows up to it."""
+    """The last epoch with a trace row and an intact snapshot; the rows up to it."""
     rows = _read_rows(trace)
     for row in reversed(rows):
-        iteration = int(row["epoch"]) * spec.iters_per_epoch
-        _, state = _snapshot_files(prefix, iteration)
-        if state.is_file() and _random_state_file(prefix, iteration).is_file():
-            return int(row["epoch"]), [r for r in rows if int(r["epoch"]) <= int(row["epoch"])]
+        epoch = int(row["epoch"])
+        damage = _damage(prefix, epoch * spec.iters_per_epoch)
+        if damage is None:
+            return epoch, [r for r in rows if int(r["epoch"]) <= epoch]
+        if damage != "incomplete":
+            print(f"{spec.run_dir}: the snapshot of epoch {epoch} cannot be resumed from: "
+                  f"{damage}; trying the one before", flush=True)
     return 0, []
 
 
@@ -406,7 +440,7 @@ def train(spec: TrainSpec) -> TrainResult:
             value = _selection_value(spec.selection, row)
             if _better(spec.selection, value, best):
                 best_epoch, best = epoch, value
-            _prune(prefix, spec, keep_epochs={epoch, best_epoch})
+            _prune(prefix, spec, latest=epoch, best=best_epoch)
             _say(bar, f"epoch {epoch}/{spec.max_epochs}: train loss {train_loss:.4f}, "
                       f"val loss {val.loss:.4f}, val accuracy {val.accuracy:.4f}, val AUC "
                       f"{val.auc:.4f}, lr {rate:.3g}, {row['seconds']:.1f} s")
@@ -423,10 +457,24 @@ def train(spec: TrainSpec) -> TrainResult:
                        selected, trace)
 
 
+SNAPSHOT_FACTOR = 4   # caffemodel + solverstate history (Adam: 2 blobs per weight) + margin
+
+
 def _snapshot(rng, solver, prefix: Path) -> None:
-    """Caffe's caffemodel + solverstate, then Caffe's random state beside them."""
+    """Caffe's caffemodel + solverstate (made durable), then the record that completes them.
+
+    Caffe aborts the process when it cannot write a snapshot, so the space is checked first.
+    """
+    weights = sum(blob.data.nbytes for blobs in solver.net.params.values() for blob in blobs)
+    io.check_free(prefix.parent, SNAPSHOT_FACTOR * weights)
     solver.snapshot()
-    io.write_text(_random_state_file(prefix, solver.iter), rng.get_random_state())
+    files = _snapshot_files(prefix, solver.iter)
+    for path in files:
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+    io.write_json(_snapshot_record(prefix, solver.iter), {
+        "iteration": solver.iter, "random_state": rng.get_random_state(),
+        "sha256": {path.name: io.sha256_file(path) for path in files}})
 
 
 def _restore(spec: TrainSpec, rng, solver, prefix: Path, epoch: int) -> None:
@@ -440,7 +488,8 @@ def _restore(spec: TrainSpec, rng, solver, prefix: Path, epoch: int) -> None:
         solver.net.forward(end=solver.net._layer_names[0])
     for _ in range(epoch * val_batches):
         test_net.forward(end=test_net._layer_names[0])
-    rng.set_random_state(_random_state_file(prefix, iteration).read_text())
+    rng.set_random_state(json.loads(_snapshot_record(prefix, iteration).read_text())
+                         ["random_state"])
 
 
 def _check_divergence(spec: TrainSpec, epoch: int, train_loss: float, first_loss: float,
@@ -476,15 +525,14 @@ def _check_finite(spec: TrainSpec, solver, loss: float, epoch: int) -> None:
                                       "finite (the training loss diverged)")
 
 
-def _prune(prefix: Path, spec: TrainSpec, keep_epochs: set[int]) -> None:
-    """Keep the latest solverstate and random state (resume) and the caffemodels of the latest
-    and best epochs."""
-    latest = max(keep_epochs)
+def _prune(prefix: Path, spec: TrainSpec, latest: int, best: int) -> None:
+    """Keep the snapshots of the latest two epochs (resume; the earlier one in case the latest
+    is damaged) and the best epoch's caffemodel."""
+    resumable = {latest, latest - 1}
     for path in _snapshot_dir(spec).glob(f"{prefix.name}_iter_*"):
         iteration = int(path.name.rsplit("_iter_", 1)[1].split(".")[0])
         epoch = iteration // spec.iters_per_epoch
-        keep = epoch in keep_epochs if path.suffix == ".caffemodel" else epoch == latest
-        if not keep:
+        if epoch not in resumable and not (epoch == best and path.suffix == ".caffemodel"):
             path.unlink()
 
 

@@ -1,5 +1,5 @@
-"""ChestX-ray14: the published files read and cross-checked, patient-level splits, HDF5 sets
-read back through Caffe, Keras-style augmentation."""
+"""ChestX-ray14: the published files read and cross-checked, patient-level splits, 8-bit LMDB
+(binary) and HDF5 (14-label) sets read back through Caffe, Keras-style augmentation."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from medtl.config import ConfigError, from_mapping
 from medtl.datasets.check import check_dataset, read_through_caffe
 from medtl.datasets.hdf5_writer import read_hdf5_list
+from medtl.datasets.lmdb_writer import read_lmdb
 from medtl.nets.densenet import INPUT_SCALE, MEAN_BGR
 from medtl.studies.boit2019.augment import KerasAugment, transform_matrix
 from medtl.studies.boit2019.dataset import ChestXray14Config, build, label_of, load_resized
@@ -103,7 +104,7 @@ def test_a_patient_on_both_sides_is_refused(collection, tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda r: (r / "train_val_list.txt").write_text("99999999_000.png\n"),
      r"train_val_list\.txt:1: 99999999_000\.png is not in Data_Entry_2017\.csv"),
-    (lambda r: next(r.glob("images_*/*.png")).unlink(), r"listed image\(s\) not found"),
+    (lambda r: [p.unlink() for p in r.glob("images_*/*.png")], r"listed image\(s\) not found"),
     (lambda r: (r / "Data_Entry_2017.csv").write_text("Image Index,Labels,Patient ID\n"),
      r"Data_Entry_2017\.csv:1: missing column 'Finding Labels'"),
     (lambda r: (r / "test_list.txt").unlink(), r"test_list\.txt: the official split list"),
@@ -156,16 +157,27 @@ def test_binary_sets_read_back_through_caffe_with_patient_disjoint_splits(binary
     assert (binary / "class_balance.csv").read_text().startswith("set,class,images\n")
 
 
+def _lmdb(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The stored records and labels of an LMDB, in Caffe's order."""
+    records = list(read_lmdb(path))
+    return (np.stack([image for _, image, _ in records]),
+            np.array([label for _, _, label in records], np.float32))
+
+
 def test_stored_records_are_the_preprocessed_centre_crops(binary, collection):
-    data, labels = read_hdf5_list(binary / "test" / "test.txt")
+    data, labels = _lmdb(binary / "test")
     with open(binary / "test_index.csv", newline="") as f:
         index = list(csv.DictReader(f))
-    assert data.shape[1:] == (3, 28, 28) and labels.ndim == 1
+    assert data.shape[1:] == (3, 28, 28) and labels.ndim == 1 and data.dtype == np.uint8
     col = scan(collection)
     first = index[0]
     gray = load_resized(col.images[first["image"]], 32)[2:30, 2:30]
     expect = (gray[None] - np.array(MEAN_BGR, np.float32).reshape(3, 1, 1)) * INPUT_SCALE
-    np.testing.assert_allclose(data[0], expect, rtol=1e-5, atol=1e-4)
+    # stored 8-bit; the nets' Data layer applies the manifest's caffe_transform
+    transform = json.loads((binary / "manifest.json").read_text())["notes"]["caffe_transform"]
+    mean = np.array(transform["mean_value"], np.float32).reshape(3, 1, 1)
+    net_input = (data[0].astype(np.float32) - mean) * np.float32(transform["scale"])
+    np.testing.assert_allclose(net_input, expect, rtol=1e-5, atol=1e-4)
     assert labels[0] == float(first["label"])
     caffe_data, _ = read_through_caffe(next(d for d in json.loads(
         (binary / "manifest.json").read_text())["databases"] if d["role"] == "test"), binary)
@@ -225,7 +237,7 @@ def test_keras_transform_matrix_and_pure_shift():
     assert 60 < sum(d["flip"] for d in draws) < 140
 
 
-def test_features_of_the_hdf5_sets(binary, caffe, tmp_path):
+def test_features_of_the_stored_sets(binary, collection, caffe, tmp_path):
     from medtl.datasets.features import FeatureError, extract
     from medtl.surgery import random_weights
 
@@ -237,13 +249,16 @@ def test_features_of_the_hdf5_sets(binary, caffe, tmp_path):
         'layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" '
         'inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.1 } } }')
     weights = random_weights(deploy, tmp_path / "w.caffemodel", seed=0)
-    out = extract(deploy, weights, binary / "val" / "val.txt", tmp_path / "f.npz",
-                  blob="pool", progress=False)
-    data, labels = read_hdf5_list(binary / "val" / "val.txt")
+    out = extract(deploy, weights, binary / "val", tmp_path / "f.npz", blob="pool",
+                  mean_value=MEAN_BGR, scale=INPUT_SCALE, progress=False)
+    stored, labels = _lmdb(binary / "val")                # 8-bit: the port's transform given
+    data = (stored - np.array(MEAN_BGR, np.float32).reshape(1, 3, 1, 1)) * INPUT_SCALE
     got = np.load(out)
     expect = data.reshape(len(data), 3, 4, 7, 4, 7).mean(axis=(3, 5)).reshape(len(data), -1)
     np.testing.assert_allclose(got["features"], expect, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(got["label"], labels)
+    multi = build(collection, tmp_path / "m", ChestXray14Config(**SMALL, task="multilabel"),
+                  progress=False)                          # HDF5, stored preprocessed
     with pytest.raises(FeatureError, match="stored preprocessed"):
-        extract(deploy, weights, binary / "val" / "val.txt", tmp_path / "g.npz",
+        extract(deploy, weights, multi / "val" / "val.txt", tmp_path / "g.npz",
                 mean_value=(1.0,), progress=False)

@@ -16,7 +16,7 @@ from spec_helpers import spec_from
 
 from medtl import generate
 from medtl.config import ConfigError
-from medtl.datasets.hdf5_writer import read_hdf5_list
+from medtl.datasets.lmdb_writer import read_lmdb
 from medtl.experiments.plan import load_plan
 from medtl.experiments.report.context import read_csv
 from medtl.finetune import layer_rates
@@ -113,7 +113,7 @@ def test_train_iterations_leave_every_frozen_blob_bit_identical(caffe, tmp_path,
     two = assumed(2, "a test")
     cfg = replace(cfg, solver=replace(cfg.solver, batch_size=two, val_batch_size=two))
     data = DataPaths(_tiny_hdf5(tmp_path / "train", "train", 4, 1),
-                     _tiny_hdf5(tmp_path / "val", "val", 2, 2))
+                     _tiny_hdf5(tmp_path / "val", "val", 2, 2), backend="hdf5")
     paths = RunPaths(net_dir=str(tmp_path / "net"), solver_file=str(tmp_path / "solver.prototxt"),
                      data=data, snapshot_prefix=str(tmp_path / "snapshots" / "s"))
     for rel, text in configuration_files(cfg, paths, plan_solver(cfg.solver, 4, 2)).items():
@@ -149,6 +149,12 @@ def _chest_spec(tmp_path: Path, name: str, **changes) -> Path:
                     **options}}, **changes)
 
 
+def _lmdb(path: str) -> tuple[np.ndarray, np.ndarray]:
+    records = list(read_lmdb(Path(path)))
+    return (np.stack([image for _, image, _ in records]),
+            np.array([label for _, _, label in records]))
+
+
 def test_fine_tuning_trains_on_augmented_copies_and_feature_extraction_on_plain_images(
         results_root, tmp_path):
     plan = load_plan(_chest_spec(tmp_path, "aug"))
@@ -161,13 +167,13 @@ def test_fine_tuning_trains_on_augmented_copies_and_feature_extraction_on_plain_
     assert "Fine-tuning with Data Augmentation" in protocol.augmentation(ft).source
     plain = study.fold_data_for(fe, 1, 1.0, 1)
     augmented = study.fold_data_for(ft, 1, 1.0, 1)
-    assert Path(plain.train).parent.name == "train"
-    assert Path(augmented.train).parent.name == "train_augmented"
+    assert Path(plain.train).name == "train"                    # 8-bit LMDB folders
+    assert Path(augmented.train).name == "train_augmented"
     assert (plain.val, plain.test) == (augmented.val, augmented.test)   # never augmented
     copies = study.config.train_augmented_copies
     assert augmented.train_size == copies * plain.train_size
-    x_plain, y_plain = read_hdf5_list(plain.train)
-    x_aug, y_aug = read_hdf5_list(augmented.train)
+    x_plain, y_plain = _lmdb(plain.train)
+    x_aug, y_aug = _lmdb(augmented.train)
     plain_index = {r["image"]: int(r["rank"]) for r in read_csv(
         study.dataset_dir / "train_index.csv")}
     aug_index = read_csv(study.dataset_dir / "train_augmented_index.csv")

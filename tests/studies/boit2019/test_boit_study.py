@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from spec_helpers import free_disk, spec_from
 
+from medtl.caffe_env import caffe
 from medtl.config import ConfigError
 from medtl.experiments import runner
 from medtl.experiments.plan import load_plan
@@ -39,7 +40,31 @@ def _densenet_stand_in(folder: Path) -> tuple[Path, Path]:
                 if name == "fc6_new":
                     blobs[i] = "fc6"
     definition = write_text(folder / "DenseNet_121.prototxt", net)
-    return definition, random_weights(definition, folder / "DenseNet_121.caffemodel", seed=2)
+    weights = random_weights(definition, folder / "DenseNet_121.random.caffemodel", seed=2)
+    return definition, _calibrated(net, weights, folder / "DenseNet_121.caffemodel")
+
+
+def _calibrated(net, weights: Path, dest: Path) -> Path:
+    """The stand-in's BatchNorm statistics measured on an input of image-like scale, as a
+    trained net's are: random filters with neutral statistics blow activations up through
+    121 layers, which a frozen base (use_global_stats) would pass on unchanged."""
+    c = caffe()
+    measuring = type(net)()
+    measuring.CopyFrom(net)
+    for layer in measuring.layer:
+        if layer.type == "BatchNorm":
+            layer.batch_norm_param.use_global_stats = False
+    path = write_text(dest.with_suffix(".measure.prototxt"), measuring)
+    live = c.Net(str(path), c.TEST, weights=str(weights))
+    for layer in measuring.layer:
+        if layer.type == "BatchNorm":
+            for blob in live.params[layer.name]:
+                blob.data[...] = 0      # the moving averages then hold this input's statistics
+    live.blobs["data"].data[...] = np.random.default_rng(3).normal(
+        0, 60, live.blobs["data"].data.shape)
+    live.forward()
+    live.save(str(dest))
+    return dest
 
 
 @pytest.mark.slow

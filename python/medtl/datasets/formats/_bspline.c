@@ -3,7 +3,10 @@
  * medtl_prefilter reproduces scipy.ndimage.spline_filter(order=3, mode="mirror") in single
  * precision (the initialisations are scipy's, summed in double). medtl_sample_planes evaluates
  * the interpolating spline on regular 2D grids laid anywhere in the volume: the 2.5D views of
- * the lymph-node study. Built at run time by medtl/data/bspline.py (cc -O3 -shared).
+ * the lymph-node study. Boundaries are ITK's (BSplineInterpolateImageFunction, what SimpleITK's
+ * sitkBSpline resampling does): mirror for the coefficients and for taps beyond them, and the
+ * padding value outside the volume's voxels. Built at run time by
+ * medtl/datasets/formats/bspline.py (cc -O3 -shared).
  */
 #include <math.h>
 #include <string.h>
@@ -75,7 +78,21 @@ static inline void weights(double x, long *base, float w[4]) {
     w[3] = t3 / 6.0f;
 }
 
-static inline long clamp(long v, long n) { return v < 0 ? 0 : (v >= n ? n - 1 : v); }
+/* Mirror boundary (whole-sample symmetric, ITK's and scipy's "mirror"): -1 -> 1, n -> n - 2. */
+static inline long mirror(long v, long n) {
+    const long period = 2 * (n - 1);
+    if (n == 1) return 0;
+    v = v < 0 ? -v : v;
+    v %= period;
+    return v >= n ? period - v : v;
+}
+
+/* The volume's voxels cover [lo, hi) in continuous index (z, y, x): inside[0..2] = lo,
+ * inside[3..5] = hi. Outside it a sample is the padding value (as ITK's IsInsideBuffer). */
+static inline int outside(const double *inside, double z, double y, double x) {
+    return z < inside[0] || y < inside[1] || x < inside[2] || z >= inside[3] || y >= inside[4]
+        || x >= inside[5];
+}
 
 typedef float v4 __attribute__((vector_size(16)));
 
@@ -101,23 +118,25 @@ static float eval_point(const float *c, long nz, long ny, long nx, double pz, do
         }
         return acc[0] * wx[0] + acc[1] * wx[1] + acc[2] * wx[2] + acc[3] * wx[3];
     }
-    /* near the border: clamp each tap (the caller pads, so this is rare) */
+    /* near the border: taps beyond the coefficients mirror back (ITK's rule) */
     {
         float sum = 0.0f;
         for (k = 0; k < 4; ++k)
             for (j = 0; j < 4; ++j)
                 for (i = 0; i < 4; ++i)
-                    sum += wz[k] * wy[j] * wx[i] *
-                           c[(clamp(bz + k, nz) * ny + clamp(by + j, ny)) * nx + clamp(bx + i, nx)];
+                    sum += wz[k] * wy[j] * wx[i]
+                           * c[(mirror(bz + k, nz) * ny + mirror(by + j, ny)) * nx
+                               + mirror(bx + i, nx)];
         return sum;
     }
 }
 
 /* Evaluate P planes of H x W points. Plane p, row r, column q lies at the continuous index
- * origin[p] + r * dv[p] + q * du[p]; vectors are (z, y, x) triples in voxel units. */
+ * origin[p] + r * dv[p] + q * du[p]; vectors are (z, y, x) triples in voxel units; points
+ * outside `inside` are `fill`. */
 void medtl_sample_planes(const float *coef, long nz, long ny, long nx, const double *origin,
                          const double *du, const double *dv, long P, long H, long W,
-                         float *out) {
+                         const double *inside, float fill, float *out) {
     long p, r, q;
     for (p = 0; p < P; ++p) {
         const double *o = origin + 3 * p, *u = du + 3 * p, *v = dv + 3 * p;
@@ -125,7 +144,7 @@ void medtl_sample_planes(const float *coef, long nz, long ny, long nx, const dou
             double z = o[0] + r * v[0], y = o[1] + r * v[1], x = o[2] + r * v[2];
             float *dst = out + (p * H + r) * W;
             for (q = 0; q < W; ++q) {
-                dst[q] = eval_point(coef, nz, ny, nx, z, y, x);
+                dst[q] = outside(inside, z, y, x) ? fill : eval_point(coef, nz, ny, nx, z, y, x);
                 z += u[0];
                 y += u[1];
                 x += u[2];
@@ -136,18 +155,21 @@ void medtl_sample_planes(const float *coef, long nz, long ny, long nx, const dou
 
 /* Arbitrary points (n x 3, z y x), for tests and non-planar use. */
 void medtl_sample_points(const float *coef, long nz, long ny, long nx, const double *points,
-                         long n, float *out) {
+                         long n, const double *inside, float fill, float *out) {
     long i;
-    for (i = 0; i < n; ++i)
-        out[i] = eval_point(coef, nz, ny, nx, points[3 * i], points[3 * i + 1],
-                            points[3 * i + 2]);
+    for (i = 0; i < n; ++i) {
+        const double *pt = points + 3 * i;
+        out[i] = outside(inside, pt[0], pt[1], pt[2])
+                     ? fill : eval_point(coef, nz, ny, nx, pt[0], pt[1], pt[2]);
+    }
 }
 
 /* As medtl_sample_planes, windowed to 8 bits on the fly: round((v - lo) * scale) clamped to
  * 0..255 (the same float32 arithmetic as medtl.datasets.views.window_to_uint8). */
 void medtl_sample_planes_u8(const float *coef, long nz, long ny, long nx, const double *origin,
                             const double *du, const double *dv, long P, long H, long W,
-                            float lo, float scale, unsigned char *out) {
+                            const double *inside, float fill, float lo, float scale,
+                            unsigned char *out) {
     long p, r, q;
     for (p = 0; p < P; ++p) {
         const double *o = origin + 3 * p, *u = du + 3 * p, *v = dv + 3 * p;
@@ -155,7 +177,9 @@ void medtl_sample_planes_u8(const float *coef, long nz, long ny, long nx, const 
             double z = o[0] + r * v[0], y = o[1] + r * v[1], x = o[2] + r * v[2];
             unsigned char *dst = out + (p * H + r) * W;
             for (q = 0; q < W; ++q) {
-                const float s = rintf((eval_point(coef, nz, ny, nx, z, y, x) - lo) * scale);
+                const float value =
+                    outside(inside, z, y, x) ? fill : eval_point(coef, nz, ny, nx, z, y, x);
+                const float s = rintf((value - lo) * scale);
                 dst[q] = (unsigned char)(s < 0.0f ? 0.0f : (s > 255.0f ? 255.0f : s));
                 z += u[0];
                 y += u[1];

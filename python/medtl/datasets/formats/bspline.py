@@ -6,6 +6,11 @@ mirror-boundary prefilter, then the 4 x 4 x 4 tensor-product kernel) several tim
 compiled once per machine with the system C compiler (the one that built Caffe) into a cache
 directory; where no compiler works, scipy computes the same values, more slowly, and
 :data:`backend` says which one is in use.
+
+Boundaries are ITK's (`BSplineInterpolateImageFunction`, "uses mirror boundary conditions", what
+SimpleITK's sitkBSpline resampling computes): the coefficients of the mirror-extended volume,
+taps beyond the coefficient array mirrored back, and samples outside the volume's voxels
+(continuous index outside [-0.5, n - 0.5), ITK's `IsInsideBuffer`) set to a fill value.
 """
 
 from __future__ import annotations
@@ -101,12 +106,14 @@ def native() -> ctypes.CDLL | None:
         return None
     lib.medtl_prefilter.argtypes = [_F32, _L, _L, _L, _F64]
     lib.medtl_prefilter.restype = None
-    lib.medtl_sample_planes.argtypes = [_F32, _L, _L, _L, _F64, _F64, _F64, _L, _L, _L, _F32]
+    f32 = ctypes.c_float
+    lib.medtl_sample_planes.argtypes = [_F32, _L, _L, _L, _F64, _F64, _F64, _L, _L, _L, _F64,
+                                        f32, _F32]
     lib.medtl_sample_planes.restype = None
     lib.medtl_sample_planes_u8.argtypes = [_F32, _L, _L, _L, _F64, _F64, _F64, _L, _L, _L,
-                                           ctypes.c_float, ctypes.c_float, _U8]
+                                           _F64, f32, f32, f32, _U8]
     lib.medtl_sample_planes_u8.restype = None
-    lib.medtl_sample_points.argtypes = [_F32, _L, _L, _L, _F64, _L, _F32]
+    lib.medtl_sample_points.argtypes = [_F32, _L, _L, _L, _F64, _L, _F64, f32, _F32]
     lib.medtl_sample_points.restype = None
     return lib
 
@@ -136,16 +143,39 @@ def _check_coef(coef: np.ndarray) -> np.ndarray:
     return coef
 
 
-def sample_points(coef: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The spline at continuous indices `points` (n x 3, array axis order), float32 (n,)."""
+Inside = tuple[np.ndarray, np.ndarray] | None
+"""(lo, hi): the continuous indices (array axis order) the volume's voxels cover, [lo, hi) on
+each axis; samples outside are the fill value. None: everywhere inside."""
+
+
+def _inside(inside: Inside) -> np.ndarray:
+    if inside is None:
+        return np.array([-np.inf] * 3 + [np.inf] * 3)
+    lo, hi = inside
+    return np.ascontiguousarray(np.concatenate([np.ravel(lo), np.ravel(hi)]), dtype=np.float64)
+
+
+def _fill_outside(values: np.ndarray, pts: np.ndarray, inside: Inside, fill: float
+                  ) -> np.ndarray:
+    bounds = _inside(inside)
+    out = np.any((pts < bounds[:3]) | (pts >= bounds[3:]), axis=1)
+    values[out] = np.float32(fill)
+    return values
+
+
+def sample_points(coef: np.ndarray, points: np.ndarray, inside: Inside = None,
+                  fill: float = 0.0) -> np.ndarray:
+    """The spline at continuous indices `points` (n x 3, array axis order), float32 (n,);
+    `fill` at points outside `inside`."""
     coef = _check_coef(coef)
     pts = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
     lib = native()
     if lib is None:
-        return ndimage.map_coordinates(coef, pts.T, order=3, prefilter=False, mode="nearest",
-                                       output=np.float32)
+        values = ndimage.map_coordinates(coef, pts.T, order=3, prefilter=False, mode="mirror",
+                                         output=np.float32)
+        return _fill_outside(values, pts, inside, fill)
     out = np.empty(len(pts), dtype=np.float32)
-    lib.medtl_sample_points(coef, *coef.shape, pts, len(pts), out)
+    lib.medtl_sample_points(coef, *coef.shape, pts, len(pts), _inside(inside), fill, out)
     return out
 
 
@@ -159,27 +189,29 @@ def _planes_args(coef, origin, du, dv):
 
 
 def sample_planes_u8(coef: np.ndarray, origin: np.ndarray, du: np.ndarray, dv: np.ndarray,
-                     height: int, width: int, window: tuple[float, float]) -> np.ndarray:
+                     height: int, width: int, window: tuple[float, float],
+                     inside: Inside = None, fill: float = 0.0) -> np.ndarray:
     """:func:`sample_planes` mapped linearly from `window` (lo, hi) to uint8 0..255."""
     lo, hi = window
     scale = np.float32(255.0 / (hi - lo))
     lib = native()
     if lib is None:
-        planes = sample_planes(coef, origin, du, dv, height, width)
+        planes = sample_planes(coef, origin, du, dv, height, width, inside, fill)
         return np.clip(np.rint((planes - np.float32(lo)) * scale), 0, 255).astype(np.uint8)
     coef, origin, du, dv = _planes_args(coef, origin, du, dv)
     out = np.empty((len(origin), height, width), dtype=np.uint8)
     lib.medtl_sample_planes_u8(coef, *coef.shape, origin, du, dv, len(origin), height, width,
-                               np.float32(lo), scale, out)
+                               _inside(inside), fill, np.float32(lo), scale, out)
     return out
 
 
 def sample_planes(coef: np.ndarray, origin: np.ndarray, du: np.ndarray, dv: np.ndarray,
-                  height: int, width: int) -> np.ndarray:
+                  height: int, width: int, inside: Inside = None, fill: float = 0.0
+                  ) -> np.ndarray:
     """P planes of `height` x `width` samples, float32 (P, height, width).
 
     Plane p, row r, column q is the spline at index origin[p] + r * dv[p] + q * du[p]
-    (P x 3 arrays in array axis order, voxel units).
+    (P x 3 arrays in array axis order, voxel units); `fill` where that lies outside `inside`.
     """
     coef, origin, du, dv = _planes_args(coef, origin, du, dv)
     n = len(origin)
@@ -188,7 +220,8 @@ def sample_planes(coef: np.ndarray, origin: np.ndarray, du: np.ndarray, dv: np.n
         r, q = np.mgrid[0:height, 0:width].astype(np.float64)
         pts = (origin[:, None, None, :] + r[None, :, :, None] * dv[:, None, None, :]
                + q[None, :, :, None] * du[:, None, None, :])
-        return sample_points(coef, pts.reshape(-1, 3)).reshape(n, height, width)
+        return sample_points(coef, pts.reshape(-1, 3), inside, fill).reshape(n, height, width)
     out = np.empty((n, height, width), dtype=np.float32)
-    lib.medtl_sample_planes(coef, *coef.shape, origin, du, dv, n, height, width, out)
+    lib.medtl_sample_planes(coef, *coef.shape, origin, du, dv, n, height, width,
+                            _inside(inside), fill, out)
     return out

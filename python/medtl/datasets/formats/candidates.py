@@ -37,6 +37,7 @@ from medtl.datasets.formats.images import (
     read_gray,
     volume_geometry,
 )
+from medtl.datasets.formats.table import read_text
 from medtl.errors import InputError
 
 MANIFEST = "candidates.csv"   # the manifest's name inside a source folder
@@ -213,13 +214,7 @@ def read_candidates(path: Path, schema: Schema, *, check_images: bool = True
                     ) -> list[Candidate]:
     """Every row of the manifest at `path`, validated against `schema` and the images."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise CandidateError(f"{path}: cannot be read ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise CandidateError(f"{path}: not UTF-8 text ({exc.reason})") from exc
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(read_text(path, CandidateError).splitlines())
     _header(path, reader.fieldnames, schema)
     base = path.resolve().parent
     out: list[Candidate] = []

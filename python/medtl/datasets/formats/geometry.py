@@ -54,3 +54,19 @@ class Geometry:
 
     def extent_mm(self) -> np.ndarray:
         return np.asarray(self.shape[::-1], float) * np.asarray(self.spacing, float)
+
+
+def stack_tilt(positions: np.ndarray, normal: np.ndarray) -> tuple[int, float, float]:
+    """How far a stack of slice positions leaves the line along the slices' normal.
+
+    `positions` (n x 3, sorted along `normal`) are the slices' first-voxel corners. Returns the
+    index of the slice farthest from the line through the first one along the normal, its
+    offset across the slice plane (mm) and the tilt angle that offset makes (degrees): the
+    gantry tilt when the scanner tilted its gantry and stacked the slices along the table.
+    """
+    rel = np.asarray(positions, float) - np.asarray(positions, float)[0]
+    normal = np.asarray(normal, float)
+    along = rel @ normal
+    offset = np.linalg.norm(rel - along[:, None] * normal[None, :], axis=1)
+    k = int(np.argmax(offset))
+    return k, float(offset[k]), float(np.degrees(np.arctan2(offset[k], abs(along[k]))))

@@ -10,7 +10,10 @@ physical coordinates, LPS mm); NIfTI files are read through ITK, which converts 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import re
+import struct
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +141,7 @@ class VolumeImage:
     geometry: Geometry
     digest: str              # sha256 of the file(s)
     files: int
+    notes: list[str] = field(default_factory=list)  # DICOM: files skipped, padding read as air
 
 
 def is_volume_path(path: Path) -> bool:
@@ -179,12 +183,87 @@ def volume_geometry(path: Path) -> Geometry:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
+        _check_nifti_complete(path)   # a damaged or cut .nii.gz says so
         raise ImageError(f"{path}: not a readable volume ({str(exc).strip().splitlines()[-1]})"
                          ) from None
     if reader.GetDimension() != 3:
         raise ImageError(f"{path}: a {reader.GetDimension()}D image, expected a 3D volume")
     return _itk_geometry(reader.GetOrigin(), reader.GetSpacing(), reader.GetDirection(),
                          reader.GetSize(), path)
+
+
+_NIFTI_HEAD = 540   # bytes: a NIfTI-2 header (NIfTI-1: 348)
+
+
+def _nifti_need(head: bytes) -> int | None:
+    """The bytes a NIfTI-1 or -2 file needs (vox_offset + voxels x bitpix / 8), from its header;
+    None when the header is not one."""
+    for order in "<>":
+        size = struct.unpack(order + "i", head[:4])[0] if len(head) >= 4 else 0
+        if size == 348 and len(head) >= 348:
+            dims = struct.unpack(order + "8h", head[40:56])
+            bitpix = struct.unpack(order + "h", head[72:74])[0]
+            offset = int(struct.unpack(order + "f", head[108:112])[0])
+        elif size == 540 and len(head) >= 540:
+            dims = struct.unpack(order + "8q", head[16:80])
+            bitpix = struct.unpack(order + "h", head[14:16])[0]
+            offset = struct.unpack(order + "q", head[168:176])[0]
+        else:
+            continue
+        if not 1 <= dims[0] <= 7:
+            return None
+        return offset + int(np.prod(dims[1:1 + dims[0]], dtype=np.int64)) * bitpix // 8
+    return None
+
+
+def _nifti_payload(path: Path) -> tuple[bytes, int]:
+    """(the first header bytes, the whole length) of a NIfTI file, decompressed when .gz."""
+    if not path.name.lower().endswith(".gz"):
+        with open(path, "rb") as f:
+            return f.read(_NIFTI_HEAD), path.stat().st_size
+    head, total = b"", 0
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with open(path, "rb") as f:
+        while data := f.read(1 << 20):
+            while data:
+                try:
+                    out = inflate.decompress(data)
+                except zlib.error as exc:
+                    raise ImageError(f"{path}: damaged gzip data ({exc}); download or export "
+                                     "it again") from None
+                head += out[:max(0, _NIFTI_HEAD - len(head))]
+                total += len(out)
+                data = inflate.unused_data if inflate.eof else b""
+                if data.strip(b"\0"):   # a further gzip member (zeros after one are padding)
+                    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                else:
+                    data = b""
+    if not inflate.eof:
+        raise ImageError(f"{path}: truncated: the gzip stream ends after {total:,} bytes; "
+                         "download or export it again")
+    return head, total
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """ITK reads a NIfTI file whose data end early and fills the rest with zeros (0 HU)."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return
+    try:
+        head, total = _nifti_payload(path)
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    need = _nifti_need(head)
+    if need is not None and total < need:
+        raise ImageError(f"{path}: truncated: {total:,} bytes where its header needs "
+                         f"{need:,}; download or export it again")
+
+
+def _itk_reason(exc: RuntimeError) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    # ITK appends a stale errno ("No such file or directory") to some read failures
+    useful = [ln for ln in lines if not ln.startswith("Reason:")]
+    return re.sub(r"^ITK ERROR: \w+\(0x[0-9a-fA-F]+\): ", "",
+                  (useful or lines or ["unknown error"])[-1])
 
 
 def read_volume(path: Path) -> VolumeImage:
@@ -197,13 +276,15 @@ def read_volume(path: Path) -> VolumeImage:
             vol = read_single_series(path)
         except DicomError as exc:
             raise ImageError(str(exc)) from None
-        return VolumeImage(vol.hu, vol.geometry, vol.digest, len(vol.files))
+        return VolumeImage(vol.hu, vol.geometry, vol.digest, len(vol.files), vol.notes)
+    _check_nifti_complete(path)
+    volume_geometry(path)   # the header first: a file that is no volume at all says so
     sitk = _sitk()
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise ImageError(f"{path}: not a readable volume ({str(exc).strip().splitlines()[-1]})"
-                         ) from None
+        raise ImageError(f"{path}: damaged or truncated: its header reads but its pixel data "
+                         f"do not ({_itk_reason(exc)})") from None
     if img.GetDimension() != 3 or img.GetNumberOfComponentsPerPixel() != 1:
         raise ImageError(f"{path}: expected a 3D scalar volume")
     geometry = _itk_geometry(img.GetOrigin(), img.GetSpacing(), img.GetDirection(),

@@ -1,9 +1,10 @@
 """Boit & Zeng 2019 as runs: DenseNet-121 (feature extraction / fine-tuning) on ChestX-ray14's
-HDF5 sets, one sigmoid output, scored by accuracy at 0.5 (the poster's "96%"), ROC AUC with
-DeLong's interval, and the class balance that accuracy has to be read against.
+8-bit LMDB sets, one sigmoid output, scored by accuracy at 0.5 (the poster's "96%"), ROC AUC
+with DeLong's interval, and the class balance that accuracy has to be read against.
 
-The runner trains on the HDF5 lists (`HDF5Data`, the images stored preprocessed): feature
-extraction on the plain `train` set, fine-tuning on the Keras-augmented `train_augmented` set
+The runner trains on the LMDBs (`Data`, with the manifest's `caffe_transform`: the port's BGR
+mean and scale applied by transform_param): feature extraction on the plain `train` set,
+fine-tuning on the Keras-augmented `train_augmented` set
 (the poster's "Feature extraction without" / "Fine-tuning with Data Augmentation"; the
 dataset holds the sets its spec's configurations use). It hands the selected weights to
 :meth:`ChestXray14Adapter.evaluate`: the TEST-phase net over the test list
@@ -15,7 +16,7 @@ Spec: `dataset.options` are `medtl.studies.boit2019.dataset.ChestXray14Config`'s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,12 @@ from medtl.infer import predict_database
 from medtl.metrics import auc_interval, wilson
 from medtl.protocols import Configuration
 from medtl.provenance import assumed
-from medtl.studies.boit2019.dataset import TRAIN_AUGMENTED, ChestXray14Config, build
+from medtl.studies.boit2019.dataset import (
+    BUILDER_VERSION,
+    TRAIN_AUGMENTED,
+    ChestXray14Config,
+    build,
+)
 from medtl.studies.boit2019.phantoms import write_chestxray14_collection
 from medtl.studies.boit2019.protocol import augmentation
 from medtl.studies.boit2019.reader import FINDINGS
@@ -61,17 +67,19 @@ class ChestXray14Phantoms:
 
 
 class ChestXray14Adapter(StudyAdapter):
-    """The NIH ChestX-ray14 release (or the kit's phantoms in its layout) -> HDF5 sets."""
+    """The NIH ChestX-ray14 release (or the kit's phantoms in its layout) -> 8-bit LMDB sets
+    (HDF5 for the 14-label task)."""
 
     builder = "chestxray14"
-    version = 2      # 2: train_augmented/ beside train/ (fine-tuning trains augmented)
+    version = BUILDER_VERSION   # the builder records it in the manifest (dataset.prepared)
     paper = "boit2019"
     studies = ("chestxray14_binary",)
     options_class = ChestXray14Config
     phantom_class = ChestXray14Phantoms
-    source_help = ("the ChestX-ray14 release: Data_Entry_2017.csv, train_val_list.txt, "
-                   "test_list.txt, images_*/")
-    split_help = ("ChestX-ray14 has one official patient-level split: use folds: [1] and "
+    source_help = ("the ChestX-ray14 release: Data_Entry_2017.csv, (train_val_list.txt, "
+                   "test_list.txt), the PNGs in any sub-folder")
+    split_help = ("ChestX-ray14 has one official patient-level split (or one built from "
+                  "Patient ID without the lists): use folds: [1] and "
                   "data_fractions: [1.0]")
 
     def dataset_options(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -97,12 +105,19 @@ class ChestXray14Adapter(StudyAdapter):
                                   f"label(s) per image; {cfg.id} has {cfg.num_classes.value} "
                                   "output(s)")
             if cfg.loss != "sigmoid":
-                raise ConfigError(f"{self.experiment.path}: {cfg.id}: the HDF5 sets carry float "
-                                  "labels for the sigmoid loss only")
+                raise ConfigError(f"{self.experiment.path}: {cfg.id}: the ChestX-ray14 sets "
+                                  "carry labels for the sigmoid loss only")
         if self.config.crop_size < MIN_INPUT:
             raise ConfigError(f"{where}: crop_size {self.config.crop_size} is below "
                               f"{MIN_INPUT}, the smallest input DenseNet-121's five "
                               "stride-2 stages reduce to one pixel")
+
+    def prepared_option_fits(self, key: str, recorded: Any, wanted: Any) -> bool:
+        """A prepared dataset may hold a training set the spec does not train on, and its
+        PNG hashes are bookkeeping."""
+        if key in ("plain_train", "augmented_train"):
+            return bool(recorded) or not wanted
+        return key == "hash_images" or recorded == wanted
 
     def write_phantoms(self, dest: Path) -> None:
         write_chestxray14_collection(dest, **self.phantom_args())
@@ -115,9 +130,15 @@ class ChestXray14Adapter(StudyAdapter):
         """The one split, training on the set `cfg` uses: `train_augmented` for
         fine-tuning, `train` for feature extraction."""
         self.prepare()
-        dbs = {d["role"]: d for d in self.manifest()["databases"]}
+        manifest = self.manifest()
+        dbs = {d["role"]: d for d in manifest["databases"]}
         train = TRAIN_AUGMENTED if augmentation(cfg).value else "train"
-        return self.fold_from(dbs[train], dbs["val"], dbs["test"])
+        fold = self.fold_from(dbs[train], dbs["val"], dbs["test"])
+        transform = manifest.get("notes", {}).get("caffe_transform")
+        if not transform:
+            return fold
+        return replace(fold, mean_value=tuple(transform["mean_value"]),
+                       scale=float(transform["scale"]))
 
     # -------------------------------------------------------------- evaluation
 
@@ -171,7 +192,7 @@ class ChestXray14Adapter(StudyAdapter):
                   np.array([[v for k, v in r.items() if k.startswith("label_")] for r in rows]))
         if not np.array_equal(stored, labels.astype(int)):
             raise RunError(f"{run.fold.test}: the labels the net read differ from "
-                           f"{run.fold.test_index}: the HDF5 list is not in rank order")
+                           f"{run.fold.test_index}: the test set is not in rank order")
         io.write_csv(run.run_dir / "predictions.csv", rows)
         return self.score(rows, run.fold)
 

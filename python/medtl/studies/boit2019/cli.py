@@ -37,10 +37,10 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
 @data_commands("boit2019")
 def add_commands(data, phantoms) -> None:
-    cx = data.add_parser("chestxray14", help="Boit 2019 ChestX-ray14 HDF5 sets (binary or "
-                         "14-label) for DenseNet-121")
-    cx.add_argument("--root", type=Path, help="the ChestX-ray14 folder (Data_Entry, lists, "
-                    "images_*)")
+    cx = data.add_parser("chestxray14", help="Boit 2019 ChestX-ray14 sets for DenseNet-121 "
+                         "(binary: 8-bit LMDB; 14-label: HDF5)")
+    cx.add_argument("--root", type=Path, help="the ChestX-ray14 folder (Data_Entry, the lists "
+                    "if any, the PNGs in any sub-folder)")
     config_args(cx, "task=multilabel")
     cx.set_defaults(func=_cmd_chestxray14)
 

@@ -1,26 +1,36 @@
-"""ChestX-ray14 for DenseNet-121 (Boit & Zeng 2019): HDF5 sets for Caffe's `HDF5Data` layer.
+"""ChestX-ray14 for DenseNet-121 (Boit & Zeng 2019): 8-bit LMDB sets for Caffe's `Data` layer
+(binary task), or HDF5 sets for `HDF5Data` (14-label task).
 
-Caffe's `Data` layer carries one integer label; the sigmoid cross-entropy loss of the binary
-and 14-label tasks needs float label vectors, so the images go to HDF5 files, stored as the
-net consumes them: 1024 x 1024 PNG -> 256 x 256 (area average) -> 224 x 224 (the centre, or
-for augmented copies the `augment_crop` one) -> gray in B, G and R -> minus the DenseNet-Caffe
-port's BGR mean, times its scale (medtl.nets.densenet MEAN_BGR, INPUT_SCALE). HDF5Data takes no
-transform_param, so nothing is to be added in the prototxt.
+Each image: 1024 x 1024 PNG -> 256 x 256 (area average) -> 224 x 224 (the centre, or for
+augmented copies the `augment_crop` one) -> gray in B, G and R. The binary task stores that as
+uint8 Datums (3 x 224 x 224, 147 KiB a record; float32 took 588 KiB) with its 0/1 label, and
+the nets' Data layer does the rest where Caffe reads it: transform_param mean_value (the
+DenseNet-Caffe port's BGR mean) and scale (its 0.017; medtl.nets.densenet MEAN_BGR,
+INPUT_SCALE). The manifest's `caffe_transform` note carries the two values to the run's nets.
+A Datum holds one integer label, so the 14-label task keeps HDF5 files of float32 records
+stored preprocessed (minus the mean, times the scale: HDF5Data has no transform_param) with
+float label vectors. Augmented copies are rounded to whole gray levels before they are stored
+as 8-bit.
 
-    train/train.txt (+ train_NNN.h5)   shuffled centre crops (`plain_train`): feature
+    train/ (LMDB; multilabel: train/train.txt + train_NNN.h5)
+                                       shuffled centre crops (`plain_train`): feature
                                        extraction, "without Data Augmentation"
-    train_augmented/train_augmented.txt
-                                       shuffled, `train_augmented_copies` Keras-augmented
+    train_augmented/                   shuffled, `train_augmented_copies` Keras-augmented
                                        copies of each training image (`augmented_train`):
                                        fine-tuning, "with Data Augmentation"
-    val/val.txt, test/test.txt         in list order, never augmented
+    val/, test/                        in list order, never augmented
     <set>_index.csv                    rank -> image, patient, label(s), copy
     splits.csv                         image, patient, role (train / val / test)
     class_balance.csv                  images per finding (and binary class) per set
+    missing_images.txt                 listed images without a PNG (a partial download)
 
-The split is the official patient-level one (train_val_list.txt / test_list.txt); the
-validation patients are drawn from train_val. Images are read one at a time (112,120 of them
-never sit in memory), written straight to their rank's row.
+The split (`split`): the official patient-level lists (train_val_list.txt / test_list.txt)
+when both are there; without them, a seeded patient-level split from Patient ID
+(`test_fraction` of the patients to test); the manifest's `split` note says which. The
+validation patients are drawn from the rest. Listed images that are not on disk are left out,
+counted on the console (one line) and in the manifest, and named in missing_images.txt.
+Images are read one at a time (112,120 of them never sit in memory), written straight to
+their rank's record.
 """
 
 from __future__ import annotations
@@ -47,7 +57,16 @@ from medtl.nets.densenet import INPUT_SCALE, MEAN_BGR
 from medtl.progress import bar
 from medtl.provenance import assumed
 from medtl.studies.boit2019.augment import KerasAugment
-from medtl.studies.boit2019.reader import FINDINGS, ChestXray14Error, Collection, Entry, scan
+from medtl.studies.boit2019.reader import (
+    BBOX_LIST,
+    FINDINGS,
+    TEST_LIST,
+    TRAIN_VAL_LIST,
+    ChestXray14Error,
+    Collection,
+    Entry,
+    scan,
+)
 
 GRAY_SOURCE = ("assumed: the ChestX-ray14 PNGs are gray and Boit 2019 does not say how the "
                "three input channels were filled; gray in all three, as Keras' "
@@ -59,6 +78,10 @@ CHOLLET = ("Chollet, Deep Learning with Python Sec. 5.2.5 ImageDataGenerator exa
 ROLES = ("train", "val", "test")
 TRAIN_AUGMENTED = "train_augmented"
 BALANCE_CSV = "class_balance.csv"
+MISSING_TXT = "missing_images.txt"
+# 3: 8-bit LMDB for the binary task, the split built from Patient ID without the lists,
+#    partial downloads accepted (2: train_augmented/ beside train/)
+BUILDER_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,14 @@ class ChestXray14Config:
     val_fraction: float = option(
         0.1, "share of the train_val patients held out for validation",
         assumed(0.1, "the poster gives no split; 10% of train_val_list.txt, by patient"))
+    split: str = option(
+        "auto", "auto: the official lists (train_val_list.txt, test_list.txt) when both are "
+        "there, else a patient-level split from Patient ID; official: require the lists; "
+        "patients: always split by Patient ID", choices=("auto", "official", "patients"))
+    test_fraction: float = option(
+        0.2, "split by Patient ID: share of the patients in the test set",
+        assumed(0.2, "without the official lists; their test_list.txt holds 25,596 of the "
+                "112,120 images (23%), and the poster gives no split"))
     view_positions: list[str] = option([], "keep only these View Positions (PA, AP; empty: "
                                        "all)")
     image_size: int = option(256, "side the PNGs are resized to (area average)",
@@ -129,7 +160,8 @@ class ChestXray14Config:
                              "for demos")
     hash_images: bool = option(False, "record every PNG's sha256 in the manifest (reads "
                                "45 GB twice for the full set)")
-    max_file_mb: int = option(1024, "largest HDF5 file (Caffe loads one file at a time)")
+    max_file_mb: int = option(1024, "largest HDF5 file, multilabel task (Caffe loads one "
+                              "file at a time)")
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.positive_findings if f not in FINDINGS]
@@ -137,6 +169,8 @@ class ChestXray14Config:
             raise ValueError(f"positive_findings: unknown finding {unknown[0]!r}")
         if not 0 < self.val_fraction < 1:
             raise ValueError("val_fraction must lie in (0, 1)")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError("test_fraction must lie in (0, 1)")
         if not 0 < self.crop_size <= self.image_size:
             raise ValueError("need 0 < crop_size <= image_size")
         if self.train_augmented_copies < 1 or self.max_images < 0:
@@ -165,15 +199,45 @@ def label_of(entry: Entry, cfg: ChestXray14Config) -> int | list[int] | None:
     return 0
 
 
+def backend(cfg: ChestXray14Config) -> str:
+    """lmdb (8-bit, one integer label) for the binary task; hdf5 (float label vectors) for
+    the 14-label one."""
+    return "lmdb" if cfg.task == "binary" else "hdf5"
+
+
+def _deal(patients: list[str], fraction: float, seed: int, salt: bytes) -> set[str]:
+    """A seeded `fraction` of `patients` (at least one when there are two or more)."""
+    perm = np.random.default_rng([seed, zlib.crc32(salt)]).permutation(len(patients))
+    n = max(1, round(fraction * len(patients))) if len(patients) > 1 else 0
+    return {patients[i] for i in perm[:n]}
+
+
 def split_patients(col: Collection, cfg: ChestXray14Config) -> dict[str, str]:
-    """Image -> role: test from test_list.txt; train_val patients dealt to val at random."""
-    patients = sorted(col.patients(col.train_val), key=int)
-    perm = np.random.default_rng([cfg.seed, zlib.crc32(b"val")]).permutation(len(patients))
-    n_val = max(1, round(cfg.val_fraction * len(patients))) if len(patients) > 1 else 0
-    val = {patients[i] for i in perm[:n_val]}
-    role = {i: ("val" if col.entries[i].patient in val else "train") for i in col.train_val}
+    """Image -> role: test from test_list.txt (without the official lists: a seeded
+    `test_fraction` of the patients); the other patients dealt to val at random."""
+    role: dict[str, str] = {}
+    train_val = col.train_val
+    if not col.official:
+        test = _deal(sorted(col.patients(col.train_val), key=int), cfg.test_fraction,
+                     cfg.seed, b"test")
+        role = {i: "test" for i in col.train_val if col.entries[i].patient in test}
+        train_val = [i for i in col.train_val if i not in role]
+    val = _deal(sorted(col.patients(train_val), key=int), cfg.val_fraction, cfg.seed, b"val")
+    role.update({i: ("val" if col.entries[i].patient in val else "train") for i in train_val})
     role.update({i: "test" for i in col.test})
     return role
+
+
+def split_note(col: Collection, cfg: ChestXray14Config) -> str:
+    """The manifest's word on the split (never "official" unless the lists made it)."""
+    if col.official:
+        return (f"official patient-level lists ({TRAIN_VAL_LIST} / {TEST_LIST}); validation "
+                "patients from train_val")
+    why = ("split=patients" if cfg.split == "patients" else
+           f"{TRAIN_VAL_LIST} and {TEST_LIST} absent")
+    return (f"patient-level split built from Patient ID, not the official one ({why}): "
+            f"seed {cfg.seed}, {cfg.test_fraction:g} of the patients to test, "
+            f"{cfg.val_fraction:g} of the rest to validation; no patient in two sets")
 
 
 @dataclass
@@ -245,29 +309,47 @@ def load_resized(path: Path, size: int) -> np.ndarray:
 
 
 def to_input(gray: np.ndarray, top: int, left: int, cfg: ChestXray14Config) -> np.ndarray:
-    """3 x crop x crop float32: the crop, gray in B, G, R, mean subtracted, scaled."""
+    """3 x crop x crop float32: the crop, gray in B, G, R, mean subtracted, scaled (what the
+    net reads; stored so for the 14-label task)."""
     s = cfg.crop_size
     crop = gray[top:top + s, left:left + s]
     mean = np.asarray(cfg.mean_bgr, np.float32).reshape(3, 1, 1)
     return ((crop[None] - mean) * np.float32(cfg.input_scale)).astype(np.float32)
 
 
+def to_record(gray: np.ndarray, top: int, left: int, cfg: ChestXray14Config) -> np.ndarray:
+    """The stored record: binary task, 3 x crop x crop uint8 (gray in B, G, R, rounded to
+    whole gray levels; Caffe's transform_param subtracts and scales); else :func:`to_input`."""
+    if backend(cfg) == "hdf5":
+        return to_input(gray, top, left, cfg)
+    s = cfg.crop_size
+    crop = np.clip(np.rint(gray[top:top + s, left:left + s]), 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(crop, (3, s, s)))
+
+
 def build(root: Path, dest: Path, cfg: ChestXray14Config | None = None, *,
           progress: bool = True) -> Path:
-    """Build the HDF5 sets at `dest` (atomically) from the collection at `root`."""
+    """Build the sets at `dest` (atomically) from the collection at `root`."""
     cfg = cfg or ChestXray14Config()
     root, dest = Path(root), Path(dest).resolve()
-    col = scan(root, data_entry=cfg.data_entry)
+    col = scan(root, data_entry=cfg.data_entry, split=cfg.split)
+    if col.missing:
+        print(f"{root}: {len(col.missing)} of {col.listed} listed images not found (a partial "
+              f"download?); building from the {col.listed - len(col.missing)} present; "
+              f"missing ones listed in {dest / MISSING_TXT}", flush=True)
     multi = cfg.task == "multilabel"
     classes = list(FINDINGS) if multi else ["negative", "positive"]
     manifest = Manifest(dataset=f"boit2019-chestxray14-{cfg.task}", generator_module=__name__,
                         seed=cfg.seed, config=config.to_dict(cfg),
                         protocol=config.protocol_values(cfg), classes=classes)
+    if col.missing:
+        manifest.skip("listed image not found (partial download)", len(col.missing))
     role, sets = _plan(col, cfg, manifest)
     plan = _databases(cfg, sets)
     columns = ("image", "patient_id", *(("findings",) if multi else ("label", "findings")),
                "copy")
     s = cfg.crop_size
+    fmt = backend(cfg)
     with atomic_dir(dest) as tmp:
         dbs = DatabaseSet(tmp, dest, manifest)
         try:
@@ -276,37 +358,67 @@ def build(root: Path, dest: Path, cfg: ChestXray14Config | None = None, *,
                 ranks[d.name] = (np.random.default_rng([cfg.seed, zlib.crc32(d.name.encode())])
                                  .permutation(d.count) if d.split == "train"
                                  else np.arange(d.count))
-                dbs.add(DbSpec(d.name, "hdf5", d.name, None, d.count, (3, s, s),
-                               dtype="float32", label_shape=(len(FINDINGS),) if multi else (),
+                dbs.add(DbSpec(d.name, fmt, d.name, None, d.count, (3, s, s),
+                               dtype="float32" if multi else "uint8",
+                               label_shape=(len(FINDINGS),) if multi else (),
                                index_columns=columns))
             _write_all(col, sets, plan, ranks, dbs, cfg, manifest, root, progress)
             dbs.close()
         except BaseException:
             dbs.abort()
             raise
-        for path in (col.data_entry, root / "train_val_list.txt", root / "test_list.txt"):
-            manifest.add_source(path, root)
-        if col.bboxes:
-            manifest.add_source(root / "BBox_List_2017.csv", root)
+        _record_sources(col, manifest, root)
         members = [Member(i, col.entries[i].patient) for r in ROLES for i in sets[r].images]
         write_splits(tmp / SPLITS_CSV, members, role)
         manifest.counts = class_balance(col, sets, cfg, plan)
         write_balance_csv(tmp / BALANCE_CSV, manifest.counts)
-        manifest.notes = {
-            **gray_notes("X-ray gray (minus that channel's mean)", GRAY_SOURCE),
-            "input": f"stored preprocessed: BGR mean {tuple(cfg.mean_bgr)} subtracted, x "
-                     f"{cfg.input_scale}; add no transform_param (HDF5Data has none)",
-            "labels": "multi-hot over FINDINGS order" if multi else
-                      "1 = positive (any of positive_findings), 0 = negative",
-            "findings_order": list(FINDINGS),
-            "split": "official patient-level lists; validation patients from train_val",
-            "data_entry": col.data_entry.name,
-            "bbox_rows": len(col.bboxes),
-            "augmentation": augmentation_note(cfg),
-            "splits_file": SPLITS_CSV,
-        }
+        (tmp / MISSING_TXT).write_text("".join(f"{i}\n" for i in col.missing))
+        manifest.notes = _notes(col, cfg)
         manifest.write(tmp)
     return dest
+
+
+def _record_sources(col: Collection, manifest: Manifest, root: Path) -> None:
+    manifest.add_source(col.data_entry, root)
+    if col.official:
+        for name in (TRAIN_VAL_LIST, TEST_LIST):
+            manifest.add_source(root / name, root)
+    if col.bboxes:
+        manifest.add_source(root / BBOX_LIST, root)
+
+
+def caffe_transform(cfg: ChestXray14Config) -> dict[str, Any] | None:
+    """What the nets' Data layer must do to a stored record (None: stored preprocessed)."""
+    if backend(cfg) == "hdf5":
+        return None
+    return {"mean_value": [float(v) for v in cfg.mean_bgr], "scale": float(cfg.input_scale)}
+
+
+def _notes(col: Collection, cfg: ChestXray14Config) -> dict[str, Any]:
+    multi = cfg.task == "multilabel"
+    transform = caffe_transform(cfg)
+    return {
+        **gray_notes("X-ray gray (minus that channel's mean)", GRAY_SOURCE),
+        "input": (f"stored preprocessed as float32: BGR mean {tuple(cfg.mean_bgr)} "
+                  f"subtracted, x {cfg.input_scale}; add no transform_param (HDF5Data has "
+                  "none)") if transform is None else
+                 ("stored as 8-bit gray in B, G and R (uint8 Datums); the nets' Data layer "
+                  f"subtracts the BGR mean {tuple(cfg.mean_bgr)} and multiplies by "
+                  f"{cfg.input_scale} (transform_param mean_value, scale; caffe_transform)"),
+        "caffe_transform": transform,
+        "builder_version": BUILDER_VERSION,
+        "labels": "multi-hot over FINDINGS order" if multi else
+                  "1 = positive (any of positive_findings), 0 = negative",
+        "findings_order": list(FINDINGS),
+        "split": split_note(col, cfg),
+        "split_source": "official" if col.official else "patient_id",
+        "images": {"listed": col.listed, "present": col.listed - len(col.missing),
+                   "missing": len(col.missing), "missing_file": MISSING_TXT},
+        "data_entry": col.data_entry.name,
+        "bbox_rows": len(col.bboxes),
+        "augmentation": augmentation_note(cfg),
+        "splits_file": SPLITS_CSV,
+    }
 
 
 def augmentation_note(cfg: ChestXray14Config) -> str:
@@ -322,15 +434,15 @@ def augmentation_note(cfg: ChestXray14Config) -> str:
 
 def _view(gray: np.ndarray, image: str, copy: int, augmented: bool, cfg: ChestXray14Config,
           aug: KerasAugment) -> np.ndarray:
-    """The stored input of one record: the centre crop, or augmented copy `copy`."""
+    """The stored record: the centre crop, or augmented copy `copy`."""
     centre = (cfg.image_size - cfg.crop_size) // 2
     if not augmented:
-        return to_input(gray, centre, centre, cfg)
+        return to_record(gray, centre, centre, cfg)
     rng = np.random.default_rng([cfg.seed, zlib.crc32(image.encode()), copy])
     g = aug.apply(gray, aug.draw(rng, *gray.shape))
     top, left = (rng.integers(0, cfg.image_size - cfg.crop_size + 1, 2)
                  if cfg.augment_crop == "random" else (centre, centre))
-    return to_input(g, int(top), int(left), cfg)
+    return to_record(g, int(top), int(left), cfg)
 
 
 def _write_all(col: Collection, sets: dict[str, _Set], plan: list[_Db], ranks,

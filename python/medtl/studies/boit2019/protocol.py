@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from medtl.errors import ConfigError
 from medtl.finetune import Policy
-from medtl.nets.densenet import BOIT_FIRST_LEARNING, BOIT_UNFREEZE_FROM
+from medtl.nets.densenet import BOIT_FIRST_LEARNING, BOIT_UNFREEZE_FROM, INPUT_SCALE, MEAN_BGR
+from medtl.nets.variants import StoredInput
 from medtl.protocols import Configuration, register_protocol
 from medtl.provenance import Sourced, assumed, paper
 from medtl.solver import SolverRecipe
@@ -143,6 +144,14 @@ TRAIN = assumed(77_872, "nominal: the official train_val_list.txt (86,524 images
                         "10% patient-level validation split (the poster gives no split)")
 VAL = assumed(8_652, "nominal: 10% of train_val_list.txt, split by patient")
 
+# The dataset stores 8-bit gray in B, G and R at 224 (medtl.studies.boit2019.dataset); the Data
+# layer applies the port's input normalisation (a run takes its dataset manifest's values).
+STORED_INPUT = StoredInput(
+    mean_value=assumed(MEAN_BGR, "the BGR mean the DenseNet-Caffe port's ImageNet weights "
+                                 "expect (its README; the poster gives no normalisation)"),
+    scale=assumed(INPUT_SCALE, "the DenseNet-Caffe port's scale in place of the std (its "
+                               "README)"))
+
 _AUGMENTATION: dict[str, Sourced] = {}
 
 
@@ -157,7 +166,8 @@ def _configurations() -> list[Configuration]:
             out.append(Configuration(PAPER, "chestxray14_binary", MODEL, policy,
                                      _solver(policy, opt, momentum), CLASSES, TRAIN, VAL,
                                      loss="sigmoid",
-                                     label=f"DenseNet-121 {strategy}, {opt.label}"))
+                                     label=f"DenseNet-121 {strategy}, {opt.label}",
+                                     stored_input=STORED_INPUT))
     return out
 
 

@@ -7,10 +7,18 @@
         file ends every line with an empty column)
     BBox_List_2017.csv   Image Index, Finding Label, Bbox [x, y, w, h] (4 columns)
     train_val_list.txt, test_list.txt   the official patient-level split, one image a line
-    images_001/ ... images_012/         1024 x 1024 PNGs (also images_NNN/images/, images/)
+                                        (optional: without both, `split="auto"` leaves the
+                                        split to the builder, by Patient ID)
+    images_001/ ... images_012/         1024 x 1024 PNGs, found in any sub-folder (the NIH
+                                        tarballs unpack into images_NNN/images/)
 
 Only the columns the kit uses are required; the rest are kept as read. Every problem names
 the file and line. Nothing here holds pixels: images are located, not read.
+
+A partial download is usable: listed images that are not there are left out and named in
+`Collection.missing` (the builder reports and records them). No fraction threshold applies,
+since building from the first few tarballs is a legitimate use; a collection with none of
+its listed images is refused, and the builder refuses a set that would be empty.
 """
 
 from __future__ import annotations
@@ -172,18 +180,13 @@ def read_list(path: Path) -> list[tuple[str, str]]:
 
 
 def locate_images(root: Path) -> dict[str, Path]:
-    """PNG name -> path under root/images_*/ (or images_*/images/, or images/)."""
-    root = Path(root)
-    folders = sorted(p for p in root.glob("images*") if p.is_dir())
+    """PNG name -> path, for every PNG in any sub-folder of root (images_NNN/,
+    images_NNN/images/, images/ ...); a name found twice is refused."""
     out: dict[str, Path] = {}
-    for folder in folders:
-        for sub in (folder, folder / "images"):
-            if not sub.is_dir():
-                continue
-            for png in sub.glob("*.png"):
-                if png.name in out and out[png.name] != png:
-                    raise ChestXray14Error(f"{png}: {png.name} is also at {out[png.name]}")
-                out[png.name] = png
+    for png in sorted(Path(root).rglob("*.png")):
+        if png.name in out:
+            raise ChestXray14Error(f"{png}: {png.name} is also at {out[png.name]}")
+        out[png.name] = png
     return out
 
 
@@ -213,6 +216,11 @@ class Collection:
     images: dict[str, Path]
     bboxes: list[BBox] = field(default_factory=list)
     unlisted: list[str] = field(default_factory=list)   # in Data_Entry, in neither list
+    official: bool = True          # train_val / test from the lists; False: every present
+                                   # Data_Entry image in train_val, test empty (the builder
+                                   # splits by Patient ID)
+    listed: int = 0                # images the lists (or, without them, Data_Entry) name
+    missing: list[str] = field(default_factory=list)    # listed, but no PNG found
 
     def patients(self, images: list[str]) -> set[str]:
         return {self.entries[i].patient for i in images}
@@ -232,17 +240,26 @@ def check_patient_split(entries: dict[str, Entry], sides: dict[str, list[tuple[s
                                        "patient")
 
 
-def scan(root: Path, *, data_entry: str = "auto", check_images: bool = True) -> Collection:
-    """Read and cross-check the collection at `root` (lists, entries, patients, PNGs)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise ChestXray14Error(f"{root}: no such directory")
-    entry_path = find_data_entry(root, data_entry)
-    entries = read_data_entry(entry_path)
+def official_lists(root: Path, split: str) -> bool:
+    """Whether the official lists are used: `split` is auto (when both are there), official
+    (required) or patients (never)."""
+    present = [name for name in (TRAIN_VAL_LIST, TEST_LIST) if (root / name).is_file()]
+    if split == "patients":
+        return False
+    if split == "auto" and not present:
+        return False
+    for name in (TRAIN_VAL_LIST, TEST_LIST):
+        if name not in present:
+            have = f" while {present[0]} is there" if present else ""
+            raise ChestXray14Error(f"{root / name}: the official split list is missing{have} "
+                                   "(restore it, or split by Patient ID with split=patients)")
+    return True
+
+
+def _read_lists(root: Path, entries: dict[str, Entry], entry_path: Path
+                ) -> dict[str, list[tuple[str, str]]]:
     lists = {}
     for side, name in (("train_val", TRAIN_VAL_LIST), ("test", TEST_LIST)):
-        if not (root / name).is_file():
-            raise ChestXray14Error(f"{root / name}: the official split list is missing")
         lists[side] = read_list(root / name)
         for image, where in lists[side]:
             if image not in entries:
@@ -252,21 +269,42 @@ def scan(root: Path, *, data_entry: str = "auto", check_images: bool = True) -> 
     if both:
         raise ChestXray14Error(f"{both[0][1]}: {both[0][0]} is also in {TEST_LIST}")
     check_patient_split(entries, lists)
+    return lists
+
+
+def scan(root: Path, *, data_entry: str = "auto", check_images: bool = True,
+         split: str = "auto") -> Collection:
+    """Read and cross-check the collection at `root` (lists, entries, patients, PNGs).
+
+    `split`: auto (the official lists when both are there, else none), official or
+    patients (see :func:`official_lists`). Listed images without a PNG are left out and
+    named in `missing`; with none of them there, the collection is refused."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ChestXray14Error(f"{root}: no such directory")
+    entry_path = find_data_entry(root, data_entry)
+    entries = read_data_entry(entry_path)
+    official = official_lists(root, split)
+    lists = (_read_lists(root, entries, entry_path) if official else
+             {"train_val": [(i, e.where) for i, e in entries.items()], "test": []})
+    listed = [i for side in lists.values() for i, _ in side]
     images = locate_images(root) if check_images else {}
-    if check_images:
-        listed = [i for side in lists.values() for i, _ in side]
-        absent = [i for i in listed if i not in images]
-        if absent:
-            raise ChestXray14Error(f"{root}: {len(absent)} listed image(s) not found under "
-                                   f"images*/, e.g. {', '.join(absent[:3])}")
+    missing = [i for i in listed if i not in images] if check_images else []
+    if missing and len(missing) == len(listed):
+        raise ChestXray14Error(f"{root}: all {len(listed)} listed image(s) not found "
+                               f"(searched for *.png in every sub-folder), e.g. "
+                               f"{', '.join(missing[:3])}")
+    absent = set(missing)
     bboxes = read_bbox_list(root / BBOX_LIST) if (root / BBOX_LIST).is_file() else []
     for b in bboxes:
         if b.image not in entries:
             raise ChestXray14Error(f"{b.where}: {b.image} is not in {entry_path.name}")
-    in_lists = {i for side in lists.values() for i, _ in side}
-    return Collection(root, entry_path, entries, [i for i, _ in lists["train_val"]],
-                      [i for i, _ in lists["test"]], images, bboxes,
-                      [i for i in entries if i not in in_lists])
+    in_lists = set(listed)
+    return Collection(root, entry_path, entries,
+                      [i for i, _ in lists["train_val"] if i not in absent],
+                      [i for i, _ in lists["test"] if i not in absent], images, bboxes,
+                      [i for i in entries if i not in in_lists], official, len(listed),
+                      missing)
 
 
 def by_patient(entries: dict[str, Entry], images: list[str]) -> dict[str, list[str]]:

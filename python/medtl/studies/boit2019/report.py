@@ -39,8 +39,9 @@ def chest_report(ctx: ReportContext) -> ReportBody:
                _balance_figure(balance, ctx.fig_dir / "class_balance.png"),
                trace_figure([(run.label, run) for run in ctx.runs],
                             ctx.fig_dir / "training_traces.png")]
-    notes = ["- probabilities: the TEST-phase net (`net/test.prototxt`, HDF5Data over the test "
-             "list in order; `medtl.infer`) with the selected snapshot; the labels it read are "
+    notes = ["- probabilities: the TEST-phase net (`net/test.prototxt`: a Data layer over the "
+             "8-bit test LMDB with the dataset's mean and scale, HDF5Data for the 14-label "
+             "task; in order; `medtl.infer`) with the selected snapshot; the labels it read are "
              "checked against `test_index.csv`"]
     notes += [_training_data(cfg) for cfg in ctx.experiment.configurations]
     return ReportBody(lines, {"rows": rows_json, "class_balance": balance}, figures, notes,

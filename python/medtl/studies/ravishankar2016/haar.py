@@ -16,13 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
-import lmdb
 import numpy as np
 
 from medtl import io
 from medtl.datasets.formats.resize import resize
-from medtl.datasets.lmdb_writer import read_lmdb
-from medtl.errors import ConfigError, InputError, MissingFileError, OutputExistsError
+from medtl.datasets.lmdb_writer import open_lmdb, read_lmdb
+from medtl.errors import ConfigError, MissingFileError, OutputExistsError
 from medtl.progress import bar
 
 # kind -> (unit width, unit height, rectangles as (x, y, w, h, weight) in units)
@@ -110,11 +109,9 @@ def lmdb_features(source: Path, out: Path, bank: HaarBank, *, batch: int = 256,
     source, out = Path(source), Path(out)
     if not source.exists():
         raise MissingFileError(f"{source} does not exist (the source is an LMDB directory)")
-    if not (source / "data.mdb").is_file():
-        raise InputError(f"{source}: not an LMDB (no data.mdb)")
     if out.exists():
         raise OutputExistsError(f"{out} already exists; it is never overwritten")
-    env = lmdb.open(str(source), readonly=True, lock=False)
+    env = open_lmdb(source)     # not an LMDB, or a damaged one: an InputError naming it
     n = env.stat()["entries"]
     env.close()
     pbar = bar(n, "Haar features", enabled=progress, unit="record")

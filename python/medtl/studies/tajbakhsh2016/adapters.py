@@ -267,7 +267,7 @@ def _mask_hits(positives: list[Any], regions: np.ndarray, n: int) -> dict[str, s
 
 class PeAdapter(TajbakhshAdapter):
     builder = "tajbakhsh_pe"
-    version = 2  # 2: 6 rotations; cross-section in Caffe channel 2
+    version = 3  # 2: 6 rotations; cross-section in Caffe channel 2; 3: ITK's B-spline edges
     application = "pe"
     studies = ("pe",)
 

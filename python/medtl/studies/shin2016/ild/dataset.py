@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from scipy import ndimage
 from skimage.draw import polygon as fill_polygon
 
@@ -38,7 +37,7 @@ from medtl.datasets.folds import (
     read_folds,
     write_folds,
 )
-from medtl.datasets.formats.dicom import DicomError
+from medtl.datasets.formats.dicom import DicomError, read_ct_slice_headers
 from medtl.datasets.formats.resize import resize
 from medtl.datasets.manifest import Manifest
 from medtl.datasets.views import window_to_uint8
@@ -190,8 +189,10 @@ def patch_centres(mask: np.ndarray, size: int, min_fraction: float) -> np.ndarra
 
 
 def _slice_shape(path: Path) -> tuple[int, int]:
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return int(ds.Rows), int(ds.Columns)
+    try:
+        return read_ct_slice_headers([path])[0].shape
+    except DicomError as exc:
+        raise ild_io.IldDataError(str(exc)) from exc
 
 
 def _make_folds(cfg: IldConfig, patients: list[ild_io.IldPatient], slice_units: dict[str, str],
@@ -382,8 +383,9 @@ def build(root: Path, dest: Path, cfg: IldConfig, *, progress: bool = True) -> P
                                dtype="uint8" if cfg.backend == "lmdb" else "float32",
                                label_shape=label_shape, mean=role == "train",
                                index_columns=columns if role == "test" else ()))
+            dicom_notes = {p.pid: list(p.notes) for p in patients}
             _render_all(cfg, patients, items, rois, plans, dbs, size, manifest, root,
-                        progress=progress)
+                        dicom_notes, progress=progress)
             dbs.close()
         except BaseException:
             dbs.abort()
@@ -397,6 +399,8 @@ def build(root: Path, dest: Path, cfg: IldConfig, *, progress: bool = True) -> P
                    for name, (lo, hi) in zip(WINDOW_NAMES, cfg.windows, strict=True)]
         manifest.notes = {**channel_notes(*windows, CHANNELS_SOURCE),
                           "slice_numbering": "1-based, InstanceNumber order"}
+        if any(dicom_notes.values()):   # DICOM files skipped, padding read as air
+            manifest.notes["dicom"] = {pid: n for pid, n in dicom_notes.items() if n}
         manifest.write(tmp)
     return dest
 
@@ -405,7 +409,8 @@ def _db_name(fold: int, role: str, size: int, backend: str) -> str:
     return f"fold{fold}/{role}_{size}_{backend}"
 
 
-def _render_all(cfg, patients, items, rois, plans, dbs, size, manifest, root, *, progress):
+def _render_all(cfg, patients, items, rois, plans, dbs, size, manifest, root, dicom_notes, *,
+                progress):
     # patient -> slice -> (item, aug) -> [(db, rank, label)]
     work: dict[int, dict[int, dict[tuple[int, int], list]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list)))
@@ -424,7 +429,7 @@ def _render_all(cfg, patients, items, rois, plans, dbs, size, manifest, root, *,
             for s, jobs in sorted(work[pi].items()):
                 path = patient.slice_files[s - 1]
                 try:
-                    hu, _ = ild_io.read_slice(path)
+                    hu, _ = ild_io.read_slice(path, dicom_notes[patient.pid])
                 except DicomError as exc:
                     raise ild_io.IldDataError(str(exc)) from exc
                 manifest.add_source(path, root)

@@ -9,22 +9,29 @@ One folder per patient with `CT-XXXX-YYYY.dcm` slices and ROI text files:
     nb_points_on_contour: 25        (then 25 lines "x y" in mm; pixels = mm / spacing)
 
 Slices are numbered in InstanceNumber order (file name order where InstanceNumber is
-missing). Of the 17 labels, the six-class studies keep healthy, emphysema, ground_glass,
-fibrosis, micronodules and consolidation (Shin 2016 Sec. II).
+missing). They are read one by one through the core DICOM checks (CT images only, files cut
+short named as such, PixelPaddingValue read as air); a DICOMDIR or another non-image object in
+a patient folder is skipped, with a line in the patient's notes. Of the 17 labels, the
+six-class studies keep healthy, emphysema, ground_glass, fibrosis, micronodules and
+consolidation (Shin 2016 Sec. II).
 """
 
 from __future__ import annotations
 
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pydicom
-from pydicom.errors import InvalidDicomError
 
-from medtl.datasets.formats.dicom import DicomError, is_dicom
+from medtl.datasets.formats.dicom import (
+    CtSlice,
+    DicomError,
+    is_dicom,
+    read_ct_slice,
+    read_ct_slice_headers,
+)
+from medtl.datasets.formats.table import finite, read_text
 from medtl.errors import InputError
 
 SIX_CLASSES = ("healthy", "emphysema", "ground_glass", "fibrosis", "micronodules",
@@ -60,17 +67,13 @@ class IldPatient:
     rois: list[Roi] = field(default_factory=list)
     roi_files: list[Path] = field(default_factory=list)
     unknown_keys: int = 0
+    notes: list[str] = field(default_factory=list)  # DICOM files skipped
 
 
 def parse_roi_file(path: Path, patient: str) -> tuple[list[Roi], int]:
     """Every contour of an ROI file, and the count of lines with keys it does not know."""
     path = Path(path)
-    try:
-        lines = path.read_text(errors="strict").splitlines()
-    except OSError as exc:
-        raise IldDataError(f"{path}: cannot be read ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise IldDataError(f"{path}: not a text file") from exc
+    lines = read_text(path, IldDataError).splitlines()
     spacing: dict[str, float] = {}
     label: str | None = None
     slice_number: int | None = None
@@ -88,10 +91,7 @@ def parse_roi_file(path: Path, patient: str) -> tuple[list[Roi], int]:
         key, value = m.group(1), m.group(2)
         low = key.lower()
         if low in ("spacingx", "spacingy", "spacingz"):
-            try:
-                spacing[low] = float(value)
-            except ValueError as exc:
-                raise IldDataError(f"{path}:{n}: {key} {value!r} is not a number") from exc
+            spacing[low] = finite(value, f"{path}:{n}", key, IldDataError)
             if spacing[low] <= 0:
                 raise IldDataError(f"{path}:{n}: {key} must be positive")
         elif low == "label":
@@ -120,16 +120,7 @@ def parse_roi_file(path: Path, patient: str) -> tuple[list[Roi], int]:
             if n + count > len(lines):
                 raise IldDataError(f"{where}: {count} points announced, the file ends after "
                                    f"{len(lines) - n}")
-            points = []
-            for k in range(count):
-                parts = lines[n + k].split()
-                try:
-                    if len(parts) != 2:
-                        raise ValueError
-                    points.append((float(parts[0]), float(parts[1])))
-                except ValueError as exc:
-                    raise IldDataError(f"{path}:{n + k + 1}: expected 'x y' in mm, got "
-                                       f"{lines[n + k].strip()!r}") from exc
+            points = [_point(lines[n + k], f"{path}:{n + k + 1}") for k in range(count)]
             n += count
             rois.append(Roi(f"{patient}:{path.name}:{where.rsplit(':', 1)[1]}", patient, label,
                             slice_number, np.array(points, dtype=float).reshape(-1, 2),
@@ -141,21 +132,40 @@ def parse_roi_file(path: Path, patient: str) -> tuple[list[Roi], int]:
     return rois, unknown
 
 
-def _slice_order(files: list[Path]) -> list[Path]:
-    keyed = []
-    for f in files:
-        try:
-            ds = pydicom.dcmread(f, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, EOFError, ValueError, TypeError) as exc:
-            raise IldDataError(f"{f}: not a readable DICOM file ({exc})") from exc
-        number = getattr(ds, "InstanceNumber", None)
-        keyed.append((int(number) if number not in (None, "") else 10**9, f.name, f))
+def _point(line: str, where: str) -> tuple[float, float]:
+    """A contour point 'x y' in mm."""
+    parts = line.split()
+    if len(parts) != 2:
+        raise IldDataError(f"{where}: expected 'x y' in mm, got {line.strip()!r}")
+    try:
+        x, y = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise IldDataError(f"{where}: expected 'x y' in mm, got {line.strip()!r}") from None
+    if not (np.isfinite(x) and np.isfinite(y)):
+        raise IldDataError(f"{where}: contour point {line.strip()!r} must be finite numbers "
+                           "(mm)")
+    return x, y
+
+
+def _slice_order(slices: list[CtSlice]) -> list[Path]:
+    keyed = [(10**9 if s.instance_number is None else s.instance_number, s.path.name, s.path)
+             for s in slices]
     numbers = [k[0] for k in keyed]
     if len(set(numbers)) != len(numbers) and 10**9 not in numbers:
         dup = sorted(k for k in numbers if numbers.count(k) > 1)[0]
         files_dup = [str(k[2]) for k in keyed if k[0] == dup]
         raise IldDataError(f"{files_dup[1]}: InstanceNumber {dup} repeats {files_dup[0]}")
     return [k[2] for k in sorted(keyed)]
+
+
+def _headers(files: list[Path]) -> tuple[list[CtSlice], list[str]]:
+    """The CT slices among a patient's DICOM files (headers, checked), and a note per file
+    skipped."""
+    notes: list[str] = []
+    try:
+        return read_ct_slice_headers(files, notes), notes
+    except DicomError as exc:
+        raise IldDataError(str(exc)) from exc
 
 
 def scan(root: Path) -> list[IldPatient]:
@@ -167,12 +177,15 @@ def scan(root: Path) -> list[IldPatient]:
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         dicoms = sorted(f for f in folder.iterdir() if f.is_file() and is_dicom(f))
         texts = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() == ".txt")
-        if not dicoms:
+        slices, notes = _headers(dicoms)
+        if not slices:
             if texts:
+                skipped = f" ({len(notes)} non-image DICOM file(s) skipped)" if notes else ""
                 raise IldDataError(f"{texts[0]}: ROI file for patient {folder.name}, which has "
-                                   "no DICOM slices")
+                                   f"no DICOM slices{skipped}")
             continue
-        patient = IldPatient(folder.name, folder, _slice_order(dicoms), roi_files=texts)
+        patient = IldPatient(folder.name, folder, _slice_order(slices), roi_files=texts,
+                             notes=notes)
         for t in texts:
             rois, unknown = parse_roi_file(t, folder.name)
             patient.unknown_keys += unknown
@@ -187,19 +200,12 @@ def scan(root: Path) -> list[IldPatient]:
     return patients
 
 
-def read_slice(path: Path) -> tuple[np.ndarray, tuple[float, float]]:
-    """HU (float32 rows x columns) and PixelSpacing (row, column) of one slice."""
-    path = Path(path)
-    try:
-        ds = pydicom.dcmread(io.BytesIO(path.read_bytes()))
-        pixels = ds.pixel_array
-    except (InvalidDicomError, OSError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise DicomError(f"{path}: not a readable DICOM slice ({exc})") from exc
-    except Exception as exc:  # pixel decoders raise their own types
-        raise DicomError(f"{path}: pixel data cannot be decoded ({exc})") from exc
-    if pixels.ndim != 2:
-        raise DicomError(f"{path}: expected one 2D slice, got pixel data {pixels.shape}")
-    slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-    intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
-    spacing = tuple(float(v) for v in getattr(ds, "PixelSpacing", (1.0, 1.0)))
-    return pixels.astype(np.float32) * slope + intercept, spacing
+def read_slice(path: Path, notes: list[str] | None = None
+               ) -> tuple[np.ndarray, tuple[float, float]]:
+    """HU (float32 rows x columns) and PixelSpacing (row, column; 1 mm where the file has
+    none: the ROI files give their own) of one slice, read through the core DICOM checks (a
+    DicomError naming the file); PixelPaddingValue pixels are air, with a line in `notes`."""
+    s = read_ct_slice(path)
+    if notes is not None:
+        notes.extend(s.notes)
+    return s.hu, s.spacing or (1.0, 1.0)

@@ -40,7 +40,7 @@ class ShinLnAdapter(StudyAdapter):
     """TCIA CT Lymph Nodes -> 2.5D-view LMDBs per fold, scored by FROC."""
 
     builder = "shin_ln"
-    version = 2  # 2: views stored in Caffe order (axial in channel 2)
+    version = 3  # 2: views stored in Caffe order (axial in channel 2); 3: ITK's B-spline edges
     paper = "shin2016"
     studies = ("ln_mediastinum", "ln_abdomen")
     options_class = LnConfig

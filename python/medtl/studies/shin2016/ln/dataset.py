@@ -115,6 +115,10 @@ class LnConfig:
                            assumed(-1024.0, "outside the scan is taken as air"))
     points_outside: str = option("error", "a node or candidate outside its volume: error, or "
                                  "skip and count it", choices=("error", "skip"))
+    geometry_check: str = option(
+        "error", "a _lymphnodes_indices.txt that fits neither the 0- nor the 1-based convention "
+        "(over 1 voxel from its physical point): error stops the build; warn builds on, prints "
+        "the alarm and records it in the manifest", choices=tcia_ln.GEOMETRY_CHECKS)
 
     def __post_init__(self) -> None:
         lo, hi = self.fov_mm
@@ -282,7 +286,8 @@ def build(root: Path, dest: Path, cfg: LnConfig, *, progress: bool = True) -> Pa
     root, dest = Path(root), Path(dest).resolve()
     patients = tcia_ln.scan(root, cfg.region, annotations_dir=cfg.annotations_dir,
                             candidates_dir=cfg.candidates_dir,
-                            candidates_csv=cfg.candidates_csv)
+                            candidates_csv=cfg.candidates_csv,
+                            geometry_check=cfg.geometry_check)
     manifest = Manifest(
         dataset=f"shin2016-ln-{cfg.region}", generator_module=__name__, seed=cfg.seed,
         config=config.to_dict(cfg), protocol=config.protocol_values(cfg),
@@ -321,8 +326,9 @@ def build(root: Path, dest: Path, cfg: LnConfig, *, progress: bool = True) -> Pa
                     dbs.add(DbSpec(_db_name(f, role, size), "lmdb", role, f, len(plan.cand),
                                    (3, size, size), mean=role == "train",
                                    index_columns=INDEX_COLUMNS if role == "test" else ()))
+            dicom_notes = {p.pid: list(p.dicom_notes) for p in patients}
             _render_all(patients, table, plans, cfg, dbs, progress=progress, manifest=manifest,
-                        root=root)
+                        root=root, dicom_notes=dicom_notes)
             dbs.close()
         except BaseException:
             dbs.abort()
@@ -342,14 +348,17 @@ def build(root: Path, dest: Path, cfg: LnConfig, *, progress: bool = True) -> Pa
             "lymphnodes_indices_max_error_vox": max(
                 (p.index_error_vox for p in patients if p.index_error_vox is not None),
                 default=None),
+            "geometry_warnings": [p.index_warning for p in patients if p.index_warning],
             "test_index": "rank -> candidate; average a candidate's view probabilities",
         }
+        if any(dicom_notes.values()):   # DICOM files skipped, padding read as air
+            manifest.notes["dicom"] = {pid: n for pid, n in dicom_notes.items() if n}
         manifest.write(tmp)
     return dest
 
 
 def _render_all(patients, table, plans, cfg: LnConfig, dbs: DatabaseSet, *, progress: bool,
-                manifest: Manifest, root: Path) -> None:
+                manifest: Manifest, root: Path, dicom_notes: dict[str, list[str]]) -> None:
     by_patient: dict[int, list[int]] = defaultdict(list)
     for i, c in enumerate(table):
         by_patient[c.patient_index].append(i)
@@ -375,6 +384,7 @@ def _render_all(patients, table, plans, cfg: LnConfig, dbs: DatabaseSet, *, prog
                 volume = read_series(patient.series_files)
             except DicomError as exc:
                 raise tcia_ln.LnDataError(str(exc)) from exc
+            dicom_notes[patient.pid].extend(volume.notes)
             manifest.add_source(patient.series_files[0].parent, root, sha256=volume.digest,
                                 kind="dicom-series", files=len(patient.series_files))
             for path in patient.text_files:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,11 +27,16 @@ import numpy as np
 
 from medtl.datasets.formats.dicom import DicomError, read_series, single_series_files
 from medtl.datasets.formats.geometry import Geometry
+from medtl.datasets.formats.table import finite, read_text
 from medtl.errors import InputError
 
 REGION_PREFIX = {"med": "MED_LYMPH_", "abd": "ABD_LYMPH_"}
 ANNOTATIONS = "MED_ABD_LYMPH_ANNOTATIONS"
 CANDIDATES = "MED_ABD_LYMPH_CANDIDATES"
+# voxels: integer indices rounded (or truncated) from the physical points stay within one
+# voxel of them under the right convention; farther, they fit neither (a geometry alarm)
+INDEX_TOLERANCE_VOX = 1.0
+GEOMETRY_CHECKS = ("error", "warn")
 
 
 class LnDataError(InputError):
@@ -60,19 +66,15 @@ class LnPatient:
     text_files: list[Path] = field(default_factory=list)
     index_base: int | None = None           # 0 or 1, derived from the geometry
     index_error_vox: float | None = None
+    index_warning: str | None = None        # the geometry alarm, where only warned of
+    dicom_notes: list[str] = field(default_factory=list)  # DICOM files skipped
 
 
 def read_points(path: Path, columns: int = 3) -> tuple[np.ndarray, list[str]]:
     """Rows of `columns` numbers, blank lines ignored; (array, ["file:line", ...])."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise LnDataError(f"{path}: cannot be read ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise LnDataError(f"{path}: not a text file") from exc
     rows, where = [], []
-    for n, line in enumerate(text.splitlines(), start=1):
+    for n, line in enumerate(read_text(path, LnDataError).splitlines(), start=1):
         parts = line.replace(",", " ").split()
         if not parts:
             continue
@@ -89,15 +91,36 @@ def read_points(path: Path, columns: int = 3) -> tuple[np.ndarray, list[str]]:
     return np.array(rows, dtype=float).reshape(-1, columns), where
 
 
-def _read_rows(path: Path) -> list[list[float]]:
+def _lines(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, cells) of every non-empty line, cells split at blanks and commas."""
+    return [(n, line.replace(",", " ").split())
+            for n, line in enumerate(read_text(path, LnDataError).splitlines(), start=1)
+            if line.split()]
+
+
+def read_sizes(path: Path) -> list[list[float]]:
+    """Node sizes (mm, one or more per line): positive finite numbers."""
     rows = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), start=1):
-        if line.split():
-            try:
-                rows.append([float(v) for v in line.replace(",", " ").split()])
-            except ValueError as exc:
-                raise LnDataError(f"{path}:{n}: not a number in {line.strip()!r}") from exc
+    for n, cells in _lines(path):
+        row = [finite(c, f"{path}:{n}", "node size", LnDataError) for c in cells]
+        if min(row) <= 0:
+            raise LnDataError(f"{path}:{n}: node size must be positive (mm), got "
+                              f"{' '.join(cells)!r}")
+        rows.append(row)
     return rows
+
+
+def read_node_ids(path: Path) -> list[int]:
+    """One node id per line, an integer (a whole number written as 3.0 is accepted)."""
+    ids = []
+    for n, cells in _lines(path):
+        if len(cells) != 1:
+            raise LnDataError(f"{path}:{n}: expected one node id, got {' '.join(cells)!r}")
+        value = finite(cells[0], f"{path}:{n}", "node id", LnDataError)
+        if not value.is_integer():
+            raise LnDataError(f"{path}:{n}: node id {cells[0]!r} is not an integer")
+        ids.append(int(value))
+    return ids
 
 
 def patient_ids(root: Path, region: str) -> list[str]:
@@ -135,14 +158,27 @@ def derive_index_base(points: np.ndarray, indices: np.ndarray, geometry: Geometr
     return base, errors[base]
 
 
+def index_alarm(points: np.ndarray, indices: np.ndarray, geometry: Geometry, base: int,
+                node_where: list[str], where: list[str]) -> str | None:
+    """The geometry alarm of an `_indices.txt` that fits neither convention (its worst row
+    more than INDEX_TOLERANCE_VOX from its physical point under the better one), or None."""
+    computed = geometry.world_to_index(points)
+    per_row = np.abs(indices - base - computed).max(axis=1)
+    worst = int(np.argmax(per_row))
+    if per_row[worst] <= INDEX_TOLERANCE_VOX:
+        return None
+    ijk = " ".join(f"{v:g}" for v in indices[worst])
+    at = " ".join(f"{v:.1f}" for v in computed[worst] + base)
+    return (f"{where[worst]}: voxel index ({ijk}) lies {per_row[worst]:.1f} voxels from the "
+            f"physical point {node_where[worst]} (at {base}-based index ({at})): it fits "
+            f"neither the 0- nor the 1-based convention (limit {INDEX_TOLERANCE_VOX:g} voxel); "
+            "the annotation and the series' geometry disagree")
+
+
 def read_candidates_csv(path: Path) -> dict[str, list[Candidate]]:
     """A user candidate list: columns patient_id,x,y,z,label[,candidate_id] (label 1 or 0)."""
     path = Path(path)
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise LnDataError(f"{path}: cannot be read ({exc.strerror})") from exc
-    reader = csv.reader(lines)
+    reader = csv.reader(read_text(path, LnDataError).splitlines())
     header = [h.strip() for h in next(reader, [])]
     need = ["patient_id", "x", "y", "z", "label"]
     if header[:5] != need or len(header) not in (5, 6) or (len(header) == 6 and
@@ -156,8 +192,8 @@ def read_candidates_csv(path: Path) -> dict[str, list[Candidate]]:
         if len(row) != len(header):
             raise LnDataError(f"{path}:{n}: expected {len(header)} columns, got {len(row)}")
         pid = row[0].strip()
+        xyz = tuple(finite(v, f"{path}:{n}", "coordinate", LnDataError) for v in row[1:4])
         try:
-            xyz = tuple(float(v) for v in row[1:4])
             label = int(row[4])
         except ValueError as exc:
             raise LnDataError(f"{path}:{n}: bad number ({exc})") from exc
@@ -176,8 +212,7 @@ def _grt_ids(folder: Path, pid: str, positives: list[Candidate], nodes: np.ndarr
     files = sorted(folder.glob(f"{pid}*grtIDs*.txt"))
     if not files or not positives or len(nodes) == 0:
         return positives
-    rows = _read_rows(files[0])
-    ids = [int(r[0]) for r in rows]
+    ids = read_node_ids(files[0])
     if len(ids) != len(positives):
         raise LnDataError(f"{files[0]}: {len(ids)} node ids for {len(positives)} positive "
                           "candidates")
@@ -195,12 +230,30 @@ def _grt_ids(folder: Path, pid: str, positives: list[Candidate], nodes: np.ndarr
             for c, i in zip(positives, best[0], strict=True)]
 
 
+def _check_indices(patient: LnPatient, index_file: Path, geometry_check: str) -> None:
+    indices, where = read_points(index_file)
+    patient.index_base, patient.index_error_vox = derive_index_base(
+        patient.nodes, indices, patient.geometry, where)
+    alarm = index_alarm(patient.nodes, indices, patient.geometry, patient.index_base,
+                        patient.node_where, where)
+    if alarm is None:
+        return
+    if geometry_check == "error":
+        raise LnDataError(alarm + " (geometry_check: warn builds on)")
+    print(f"medtl: warning: {alarm}", file=sys.stderr)
+    patient.index_warning = alarm
+
+
 def load_patient(root: Path, pid: str, *, annotations_dir: Path, candidates_dir: Path | None,
-                 csv_candidates: dict[str, list[Candidate]] | None) -> LnPatient:
-    """Headers, geometry and every text file of one patient (no pixels yet)."""
+                 csv_candidates: dict[str, list[Candidate]] | None,
+                 geometry_check: str = "error") -> LnPatient:
+    """Headers, geometry and every text file of one patient (no pixels yet). An
+    `_indices.txt` that disagrees with the geometry stops here, or with geometry_check
+    "warn" is printed and kept in `index_warning`."""
     root = Path(root)
+    dicom_notes: list[str] = []
     try:
-        files = single_series_files(root / pid)
+        files = single_series_files(root / pid, dicom_notes)
         geometry = read_series(files, pixels=False).geometry
     except DicomError as exc:
         raise LnDataError(str(exc)) from exc
@@ -213,17 +266,16 @@ def load_patient(root: Path, pid: str, *, annotations_dir: Path, candidates_dir:
     sizes: list[list[float]] = [[] for _ in range(len(nodes))]
     size_file = ann / f"{pid}_lymphnodes_sizes.txt"
     if size_file.is_file():
-        rows = _read_rows(size_file)
+        rows = read_sizes(size_file)
         if len(rows) != len(nodes):
             raise LnDataError(f"{size_file}: {len(rows)} rows for {len(nodes)} nodes")
         sizes = rows
         text_files.append(size_file)
-    patient = LnPatient(pid, files, geometry, nodes, node_where, sizes, [], text_files)
+    patient = LnPatient(pid, files, geometry, nodes, node_where, sizes, [], text_files,
+                        dicom_notes=dicom_notes)
     index_file = ann / f"{pid}_lymphnodes_indices.txt"
     if index_file.is_file() and len(nodes):
-        indices, where = read_points(index_file)
-        patient.index_base, patient.index_error_vox = derive_index_base(
-            nodes, indices, geometry, where)
+        _check_indices(patient, index_file, geometry_check)
         text_files.append(index_file)
     if csv_candidates is not None:
         patient.candidates = list(csv_candidates.get(pid, []))
@@ -247,9 +299,11 @@ def load_patient(root: Path, pid: str, *, annotations_dir: Path, candidates_dir:
 
 
 def scan(root: Path, region: str, *, annotations_dir: Path | None = None,
-         candidates_dir: Path | None = None, candidates_csv: Path | None = None
-         ) -> list[LnPatient]:
+         candidates_dir: Path | None = None, candidates_csv: Path | None = None,
+         geometry_check: str = "error") -> list[LnPatient]:
     """Every patient of `region`: headers and text files, validated; no pixel data read."""
+    if geometry_check not in GEOMETRY_CHECKS:
+        raise ValueError(f"geometry_check must be one of {GEOMETRY_CHECKS}")
     root = Path(root)
     pids = patient_ids(root, region)
     if not pids:
@@ -267,5 +321,6 @@ def scan(root: Path, region: str, *, annotations_dir: Path | None = None,
             raise LnDataError(f"{first.where}: candidate for patient {orphans[0]}, which has "
                               "no DICOM series under the root")
     return [load_patient(root, pid, annotations_dir=annotations_dir,
-                         candidates_dir=candidates_dir, csv_candidates=csv_cands)
+                         candidates_dir=candidates_dir, csv_candidates=csv_cands,
+                         geometry_check=geometry_check)
             for pid in pids]

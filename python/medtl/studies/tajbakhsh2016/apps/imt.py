@@ -35,6 +35,7 @@ from medtl.datasets.channels import gray_notes
 from medtl.datasets.formats.candidates import Candidate, CandidateError, Schema
 from medtl.datasets.formats.images import image_size, read_gray
 from medtl.datasets.formats.resize import resize_matrix
+from medtl.datasets.formats.table import finite
 from medtl.datasets.manifest import read_manifest
 from medtl.provenance import assumed, paper
 from medtl.studies.tajbakhsh2016.dataset import TajbakhshConfig
@@ -92,14 +93,34 @@ class Interfaces:
     media_adventitia: np.ndarray
 
 
-def read_interfaces(path: Path, width: int, where: str = "") -> Interfaces:
-    """An annotation file, checked against the ROI width; errors name file and line."""
+def _rows(cells: list[str], where: str, height: int | None) -> list[float]:
+    """The two interface rows of a column (NaN for an empty cell), inside the ROI's rows."""
+    values = []
+    for name, cell in zip(ANNOTATION_HEADER[1:], cells, strict=True):
+        if not cell.strip():
+            values.append(math.nan)
+            continue
+        value = finite(cell, where, f"{name} row", CandidateError)
+        # row r covers [r - 0.5, r + 0.5): a trace outside the ROI's rows is in other units
+        if height is not None and not -0.5 <= value <= height - 0.5:
+            raise CandidateError(f"{where}: {name} row {value:g} outside the ROI (rows 0.."
+                                 f"{height - 1}, ROI pixel indices)")
+        values.append(value)
+    return values
+
+
+def read_interfaces(path: Path, width: int, where: str = "", height: int | None = None
+                    ) -> Interfaces:
+    """An annotation file, checked against the ROI width (and height, when given); errors
+    name file and line."""
     prefix = f"{where}: " if where else ""
     try:
-        rows = list(csv.reader(Path(path).read_text().splitlines()))
+        rows = list(csv.reader(Path(path).read_text(encoding="utf-8-sig").splitlines()))
     except OSError as exc:
         raise CandidateError(f"{prefix}annotation {path} cannot be read ({exc.strerror})"
                              ) from None
+    except UnicodeDecodeError:
+        raise CandidateError(f"{path}: not a UTF-8 text file") from None
     if not rows or tuple(c.strip() for c in rows[0]) != ANNOTATION_HEADER:
         raise CandidateError(f"{path}:1: header must be {','.join(ANNOTATION_HEADER)}")
     li = np.full(width, np.nan)
@@ -111,9 +132,10 @@ def read_interfaces(path: Path, width: int, where: str = "") -> Interfaces:
             raise CandidateError(f"{path}:{n}: expected 3 columns, got {len(row)}")
         try:
             x = int(row[0])
-            values = [float(c) if c.strip() else math.nan for c in row[1:]]
         except ValueError:
-            raise CandidateError(f"{path}:{n}: x must be an integer and rows numbers") from None
+            raise CandidateError(f"{path}:{n}: x {row[0].strip()!r} must be an integer (a "
+                                 "column of the ROI)") from None
+        values = _rows(row[1:], f"{path}:{n}", height)
         if not 0 <= x < width:
             raise CandidateError(f"{path}:{n}: column {x} outside the ROI (0..{width - 1})")
         if not math.isnan(li[x]) or not math.isnan(ma[x]):
@@ -191,7 +213,7 @@ class ImtApp:
             x0, y0, x1, y1 = roi_box(c, sizes[c.image])
             if not c.annotation.is_file():
                 raise CandidateError(f"{c.where}: annotation {c.annotation} does not exist")
-            inter = read_interfaces(c.annotation, x1 - x0, c.where)
+            inter = read_interfaces(c.annotation, x1 - x0, c.where, y1 - y0)
             self._boxes[c.candidate_id] = (x0, y0, x1, y1)
             self._positions[c.candidate_id] = class_positions(
                 inter, y1 - y0, self.cfg.interface_halfwidth_px,
@@ -278,7 +300,8 @@ def read_test_rois(dataset: Path) -> list[DenseRoi]:
     with open(dataset / TEST_ROIS_CSV, newline="") as f:
         for row in csv.DictReader(f):
             box = tuple(int(row[k]) for k in ("x0", "y0", "x1", "y1"))
-            inter = read_interfaces(dataset / row["annotation"], box[2] - box[0])
+            inter = read_interfaces(dataset / row["annotation"], box[2] - box[0],
+                                    height=box[3] - box[1])
             out.append(DenseRoi(int(row["roi"]), row["candidate_id"], row["patient_id"],
                                Path(row["image"]), box, inter, int(cfg["patch_px"]),
                                int(cfg["patch_size"])))

@@ -110,6 +110,7 @@ class PeApp:
     def __init__(self, cfg: PeConfig) -> None:
         self.cfg = cfg
         self.n = len(cfg.sizes_mm) * len(cfg.translations) * cfg.rotations
+        self.dicom_notes: dict[str, list[str]] = {}   # patient -> files skipped, padding
 
     def check(self, cands: list[Candidate]) -> list[Candidate]:
         return cands
@@ -143,6 +144,9 @@ class PeApp:
 
     def load(self, image: Path, jobs) -> tuple[ViewSampler, str, int]:
         vol = read_volume(image)
+        if vol.notes:   # a volume loaded again (iter_patches) adds nothing new
+            noted = self.dicom_notes.setdefault(jobs[0][0].group, [])
+            noted.extend(n for n in vol.notes if n not in noted)
         sampler = ViewSampler(vol.hu, vol.geometry, size=self.cfg.sample_px,
                               pad_hu=self.cfg.pad_hu)
         centres = np.concatenate([np.repeat([cand.centre], len(idx), 0)
@@ -181,4 +185,6 @@ class PeApp:
                 "coordinates": "centre and axis in world mm (ITK / DICOM LPS)",
                 "reduction_unit": "assumed: whole patients; the paper reduces 'at the PE "
                                   "level', which leaves false candidates undefined",
-                "patches_per_candidate": self.n}
+                "patches_per_candidate": self.n,
+                **({"dicom": dict(sorted(self.dicom_notes.items()))} if self.dicom_notes
+                   else {})}
