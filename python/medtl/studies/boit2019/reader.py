@@ -28,6 +28,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medtl.datasets.formats.table import read_text
 from medtl.errors import InputError
 
 FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule",
@@ -93,11 +94,7 @@ def parse_findings(text: str, where: str) -> tuple[str, ...]:
 
 
 def _rows(path: Path) -> list[list[str]]:
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ChestXray14Error(f"{path}: cannot be read ({exc.strerror})") from exc
-    return list(csv.reader(text.splitlines()))
+    return list(csv.reader(read_text(path, ChestXray14Error).splitlines()))
 
 
 def _cell(row: list[str], col: dict[str, int], name: str) -> str:
