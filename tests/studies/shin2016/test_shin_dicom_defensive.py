@@ -178,3 +178,17 @@ def test_ln_dicomdir_and_padding_are_recorded_in_the_manifest(ln_db, tmp_path):
     assert sorted(dicom) == [pids[0], pids[2]]
     assert any(str(dicomdir) in n and "skipped, a DICOMDIR" in n for n in dicom[pids[0]])
     assert any(f"PixelPaddingValue {PAD}" in n and "-1024 HU" in n for n in dicom[pids[2]])
+
+
+def test_ild_patient_folder_nested_one_level_deeper_is_named_not_dropped(ild_db, tmp_path):
+    """Some copies of the database nest patients one level deeper: those patients must not
+    vanish from the dataset without a word."""
+    root = _copy(ild_db, tmp_path)
+    nested = root / "003" / "HRCT"
+    nested.mkdir()
+    for item in list((root / "003").iterdir()):
+        if item != nested:
+            shutil.move(str(item), nested / item.name)
+    with pytest.raises(ild_io.IldDataError, match=r"003: no DICOM slices directly inside, "
+                                                  r"but a sub-folder"):
+        ild_io.scan(root)
