@@ -183,6 +183,7 @@ def scan(root: Path) -> list[IldPatient]:
                 skipped = f" ({len(notes)} non-image DICOM file(s) skipped)" if notes else ""
                 raise IldDataError(f"{texts[0]}: ROI file for patient {folder.name}, which has "
                                    f"no DICOM slices{skipped}")
+            _check_not_nested(folder)
             continue
         patient = IldPatient(folder.name, folder, _slice_order(slices), roi_files=texts,
                              notes=notes)
@@ -198,6 +199,15 @@ def scan(root: Path) -> list[IldPatient]:
     if not patients:
         raise IldDataError(f"{root}: no patient folders with DICOM slices")
     return patients
+
+
+def _check_not_nested(folder: Path) -> None:
+    """A folder without slices is skipped, unless it hides a patient one level deeper."""
+    inner = next((p for p in sorted(folder.iterdir()) if p.is_dir()), None)
+    if inner is not None:
+        raise IldDataError(f"{folder}: no DICOM slices directly inside, but a sub-folder "
+                           f"({inner.name}): the kit reads <root>/<patient>/<slices>; move "
+                           "the slices and ROI files up, or point the root one level down")
 
 
 def read_slice(path: Path, notes: list[str] | None = None
