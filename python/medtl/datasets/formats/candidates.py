@@ -37,7 +37,7 @@ from medtl.datasets.formats.images import (
     read_gray,
     volume_geometry,
 )
-from medtl.datasets.formats.table import read_text
+from medtl.datasets.formats.table import finite, read_text
 from medtl.errors import InputError
 
 MANIFEST = "candidates.csv"   # the manifest's name inside a source folder
@@ -111,14 +111,7 @@ class Candidate:
 
 
 def _float(row: dict[str, str], key: str, where: str) -> float:
-    text = (row.get(key) or "").strip()
-    try:
-        value = float(text)
-    except ValueError:
-        raise CandidateError(f"{where}: {key} {text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise CandidateError(f"{where}: {key} must be finite, got {text!r}")
-    return value
+    return finite((row.get(key) or "").strip(), where, key, CandidateError)
 
 
 def _present(row: dict[str, str], keys: tuple[str, ...]) -> int:
