@@ -14,7 +14,7 @@ AlexNet-ImNet beside AlexNet-TL.
 from __future__ import annotations
 
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +57,21 @@ def test_inputs(net_file: Path) -> TestInputs | None:
                               mean_value=tuple(t.mean_value),
                               scale=t.scale if t.HasField("scale") else 1.0)
     return None
+
+
+def _relocated(inputs: TestInputs, run: FinishedRun) -> TestInputs:
+    """The TEST net's paths under the results root as it is now: the net holds absolute
+    paths, written before the results may have moved to another disk; run.json records the
+    test set relative to the root, which also gives the old root for the mean file."""
+    recorded = run.record.get("dataset", {}).get("test")
+    if not recorded or Path(recorded).is_absolute():
+        return inputs
+    old = str(inputs.source)
+    old_root = old[: -len(recorded)] if old.endswith(recorded) else None
+    mean = inputs.mean_file
+    if mean and old_root and mean.startswith(old_root):
+        mean = str(from_results(mean[len(old_root):]))
+    return replace(inputs, source=from_results(recorded), mean_file=mean)
 
 
 def sample_records(inputs: TestInputs, count: int) -> tuple[np.ndarray, list[int], list[int]]:
@@ -102,6 +117,7 @@ def feature_maps(run: FinishedRun, model: str, count: int = COUNT
     if inputs is None:
         raise InferenceError(f"{test_net}: no TEST net with a data layer to read the test "
                              "records from")
+    inputs = _relocated(inputs, run)
     images, labels, numbers = sample_records(inputs, count)
     deploy = run.run_dir / "net" / "deploy.prototxt"
     weights = {"trained": run.run_dir / "selected.caffemodel"}
