@@ -278,5 +278,5 @@ def test_medtl_run_uses_a_dataset_prepared_with_medtl_data(results_root, tmp_pat
 def test_a_garbage_data_entry_file_is_one_line_naming_it(tmp_path):
     entry = tmp_path / "Data_Entry_2017.csv"
     entry.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe binary, not a table")
-    with pytest.raises(ChestXray14Error, match="Data_Entry_2017.csv: not a UTF-8 text file"):
+    with pytest.raises(ChestXray14Error, match=r"Data_Entry_2017\.csv: not a UTF-8 text file"):
         read_data_entry(entry)
