@@ -174,18 +174,32 @@ def test_every_validation_sees_each_record_exactly_once(caffe, tmp_path, backend
         assert math.isfinite(result.loss)
 
 
+def _with_spread_weights(net):
+    """The same weights for every call, large enough that records' losses differ."""
+    rng = np.random.default_rng(3)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = rng.normal(0, 0.02, blob.data.shape)
+    return net
+
+
 def test_the_validation_loss_is_the_mean_of_per_record_losses(caffe, tmp_path):
     """Each record's loss as SoftmaxWithLoss computes it, averaged over the records once."""
     path = _odd_val_net(tmp_path, "lmdb")
-    net = caffe.Net(str(path), caffe.TEST)
+    net = _with_spread_weights(caffe.Net(str(path), caffe.TEST))
     result = validate(net, net, N_ODD, (1,), loss_layers(read_net(path)))
-    assert result.loss == pytest.approx(np.log(N_ODD), rel=0.05)   # untrained: near chance
-    scores = []
+    same = _with_spread_weights(caffe.Net(str(path), caffe.TEST))   # a fresh read position
+    probs, labels, caffe_means = [], [], []
     for _ in range(-(-N_ODD // ODD_BATCH)):
-        net.forward()
-        scores.append(float(net.blobs["loss"].data))
-    # Caffe's own batch means count the wrapped records; the kit's mean does not.
-    assert result.loss != pytest.approx(float(np.mean(scores)), rel=1e-9)
+        out = same.forward()
+        probs.append(same.blobs["prob"].data.copy())
+        labels.append(same.blobs["label"].data.copy())
+        caffe_means.append(float(out["loss"]))
+    prob, label = np.concatenate(probs)[:N_ODD], np.concatenate(labels)[:N_ODD].astype(int)
+    picked = np.maximum(prob[np.arange(N_ODD), label], np.finfo(np.float32).tiny)
+    assert result.loss == pytest.approx(float(np.mean(-np.log(picked))), rel=1e-5)
+    # Caffe's own batch means count the 15 wrapped records a second time.
+    assert result.loss != pytest.approx(float(np.mean(caffe_means)), rel=1e-5)
 
 
 # ------------------------------------------------------------ torn and damaged run files
