@@ -6,14 +6,13 @@ Every series is written by the kit's own writer and then corrupted as real archi
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from dicom_helpers import write_dicomdir
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
-from pydicom.fileset import FileSet
 from pydicom.uid import (
     BasicTextSRStorage,
     EnhancedCTImageStorage,
@@ -269,16 +268,6 @@ def test_single_slice_is_not_a_volume(tmp_path):
         read_single_series(tmp_path / "s")
 
 
-def _dicomdir(folder: Path, files: list[Path], work: Path) -> Path:
-    fs = FileSet()
-    for path in files:
-        ds = pydicom.dcmread(path)
-        ds.StudyDate, ds.StudyTime, ds.StudyID = "20240101", "120000", "1"
-        fs.add(ds)
-    fs.write(work)
-    return Path(shutil.copy(work / "DICOMDIR", folder / "DICOMDIR"))
-
-
 def _report(path: Path, series_uid: str) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = BasicTextSRStorage
@@ -292,7 +281,7 @@ def _report(path: Path, series_uid: str) -> None:
 
 def test_dicomdir_and_reports_in_a_series_folder_are_skipped_with_a_note(tmp_path):
     files = _series(tmp_path / "s")
-    dicomdir = _dicomdir(tmp_path / "s", files, tmp_path / "fs")
+    dicomdir = write_dicomdir(tmp_path / "s", files, tmp_path / "fs")
     _report(tmp_path / "s" / "report.dcm", pydicom.dcmread(files[0]).SeriesInstanceUID)
     vol = read_single_series(tmp_path / "s")
     assert vol.files == files and vol.hu.shape == SHAPE

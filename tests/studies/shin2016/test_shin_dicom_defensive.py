@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.fileset import FileSet
+from dicom_helpers import write_dicomdir
 from pydicom.uid import MRImageStorage
 
 from medtl import config
@@ -80,17 +80,6 @@ def _pad_corners(path: Path) -> np.ndarray:
     return outside
 
 
-def _dicomdir(folder: Path, files: list[Path], work: Path) -> Path:
-    """A DICOMDIR indexing `files`, put in `folder` as media exports have it."""
-    fs = FileSet()
-    for path in files:
-        ds = pydicom.dcmread(path)
-        ds.StudyDate, ds.StudyTime, ds.StudyID = "20240101", "120000", "1"
-        fs.add(ds)
-    fs.write(work)
-    return Path(shutil.copy(work / "DICOMDIR", folder / "DICOMDIR"))
-
-
 def _refused(root: Path, dest: Path, match: str) -> None:
     """The scan and the build both stop with one line matching `match`; nothing is left."""
     with pytest.raises(ild_io.IldDataError, match=match) as info:
@@ -139,7 +128,7 @@ def test_ild_padding_is_air_and_a_dicomdir_is_skipped_both_in_the_manifest(ild_d
     assert PADDING_HU.value == -1024.0 and np.all(hu[outside] == -1024.0)
     np.testing.assert_array_equal(hu[~outside], before[~outside])
     slices = _slices(root / "003")
-    dicomdir = _dicomdir(root / "003", slices, tmp_path / "fs")
+    dicomdir = write_dicomdir(root / "003", slices, tmp_path / "fs")
     patients = {p.pid: p for p in ild_io.scan(root)}
     assert patients["003"].slice_files == slices           # the DICOMDIR is no slice 4
     assert any(str(dicomdir) in n and "DICOMDIR" in n for n in patients["003"].notes)
@@ -166,7 +155,7 @@ def test_ln_dicomdir_and_padding_are_recorded_in_the_manifest(ln_db, tmp_path):
     root = _copy(ln_db, tmp_path)
     pids = tcia_ln.patient_ids(root, "med")
     series = _slices(root / pids[0])
-    dicomdir = _dicomdir(series[0].parent, series, tmp_path / "fs")
+    dicomdir = write_dicomdir(series[0].parent, series, tmp_path / "fs")
     for path in _slices(root / pids[2]):
         _pad_corners(path)
     patients = {p.pid: p for p in tcia_ln.scan(root, "med")}
