@@ -254,3 +254,96 @@ def test_a_damaged_latest_snapshot_falls_back_to_the_one_before(caffe, datasets,
     assert done.returncode == 0, done.stderr[-2000:]
     assert "damaged" in done.stdout and "epoch 1" in done.stdout
     _same_final_weights(whole, spec)
+
+
+# ------------------------------------------------------------ the weights are read back rarely
+
+def _count_weight_checks(monkeypatch) -> list[int]:
+    """Wrap the driver's own weight check; returns the solver iteration of every call."""
+    from medtl.train import driver
+
+    calls: list[int] = []
+    check = driver._check_weights
+
+    def counted(spec, solver, epoch):
+        calls.append(solver.iter)
+        return check(spec, solver, epoch)
+
+    monkeypatch.setattr(driver, "_check_weights", counted)
+    return calls
+
+
+def _poison_after_step(monkeypatch, at: int, layer: str) -> None:
+    """Once the solver has stepped to iteration `at`, set one weight of `layer` to NaN in
+    Caffe's own blob (what an overflowing update leaves)."""
+    from medtl.train import driver
+
+    step = driver._step
+
+    def poisoned(solver):
+        step(solver)
+        if solver.iter == at:
+            solver.net.params[layer][0].data.flat[0] = np.nan
+
+    monkeypatch.setattr(driver, "_step", poisoned)
+
+
+def _all_finite(model: Path) -> bool:
+    return all(np.isfinite(b).all() for blobs in read_weights(model).values() for b in blobs)
+
+
+@pytest.mark.slow
+def test_a_healthy_run_reads_its_weights_back_once_per_epoch(caffe, datasets, tmp_path,
+                                                            monkeypatch):
+    calls = _count_weight_checks(monkeypatch)
+    spec = _run(datasets, tmp_path / "healthy", epochs=2)
+    train(spec)
+    assert calls == [spec.iters_per_epoch, 2 * spec.iters_per_epoch]
+
+
+@pytest.mark.slow
+def test_a_weight_turned_nan_mid_epoch_stops_the_run_before_its_snapshot(caffe, datasets,
+                                                                        tmp_path, monkeypatch):
+    spec = _run(datasets, tmp_path / "nan", epochs=3)
+    at = spec.iters_per_epoch + 3      # mid epoch 2: the next step's loss is NaN
+    _poison_after_step(monkeypatch, at, "ip1")
+    calls = _count_weight_checks(monkeypatch)
+    with pytest.raises(DivergenceError,
+                       match=r"epoch 2\) the weights of layer \w+ are no longer finite"):
+        train(spec)
+    assert calls == [spec.iters_per_epoch, at + 1]   # epoch 1's end, the anomalous loss
+    snapshots = spec.run_dir / "snapshots"
+    assert sorted(p.name for p in snapshots.glob("*.caffemodel")) == [
+        f"epoch_iter_{spec.iters_per_epoch}.caffemodel"]
+    assert _all_finite(snapshots / f"epoch_iter_{spec.iters_per_epoch}.caffemodel")
+    assert not (spec.run_dir / "selected.caffemodel").exists()
+    assert len((spec.run_dir / "trace.csv").read_text().splitlines()) == 2   # epoch 1 only
+
+
+@pytest.mark.slow
+def test_a_weight_turned_nan_by_an_epochs_last_step_is_caught_before_anything_is_written(
+        caffe, datasets, tmp_path, monkeypatch):
+    spec = _run(datasets, tmp_path / "nan_last", epochs=2)
+    _poison_after_step(monkeypatch, spec.iters_per_epoch, "conv1")
+    with pytest.raises(DivergenceError, match=r"at iteration 10 \(epoch 1\) the weights of "
+                                              r"layer conv1 are no longer finite"):
+        train(spec)
+    assert not list((spec.run_dir / "snapshots").glob("*.caffemodel"))
+    assert not (spec.run_dir / "selected.caffemodel").exists()
+    assert not (spec.run_dir / "trace.csv").exists()
+
+
+def test_a_step_loss_far_above_chance_or_the_first_loss_calls_for_a_weight_check(tmp_path):
+    from medtl.train.driver import _anomalous, _loss_limit
+
+    spec = TrainSpec(solver=tmp_path / "s", run_dir=tmp_path, iters_per_epoch=1,
+                     max_epochs=1, val_records=1, selection="min_val_loss")
+    assert _loss_limit(spec, None, heads=1.0) is None            # nothing to compare with yet
+    assert _loss_limit(spec, 0.5, heads=1.0) == pytest.approx(50.0)   # 100 x the first loss
+    with_chance = replace(spec, chance_loss=math.log(2))
+    assert _loss_limit(with_chance, 0.5, heads=1.0) == pytest.approx(10 * math.log(2))
+    assert _loss_limit(with_chance, None, heads=1.6) == pytest.approx(16 * math.log(2))
+    for loss in (math.nan, math.inf, -math.inf):
+        assert _anomalous(loss, None) and _anomalous(loss, 7.0)
+    assert _anomalous(87.3, 6.93)                                # a saturated softmax
+    assert not _anomalous(0.7, 6.93) and not _anomalous(0.7, None)
