@@ -244,12 +244,8 @@ def estimate_run(cfg) -> MemoryEstimate:
                              cfg.solver.val_batch_size.value, cfg.solver.type.value)
 
 
-def check_plan_memory(plan, runs, parallel: int) -> None:
-    """Before `medtl run` trains `runs` of `plan`: the largest configuration's estimate, times
-    the runs started at once, must fit (RunError naming it otherwise). MEDTL_NO_MEMORY_CHECK=1
-    skips the check."""
-    if not runs or os.environ.get(SKIP_ENV) == "1":
-        return
+def _largest(plan, runs) -> tuple[str, MemoryEstimate] | None:
+    """The configuration of `runs` whose estimate is largest (None: none could be built)."""
     estimates: dict[str, MemoryEstimate] = {}
     for run in runs:
         cfg = with_overrides(run.config, plan.experiment)
@@ -260,8 +256,31 @@ def check_plan_memory(plan, runs, parallel: int) -> None:
         except Exception as exc:   # best effort: the run itself reports a net it cannot build
             print(f"  memory of {cfg.id} not estimated ({type(exc).__name__}: {exc})",
                   flush=True)
-    if not estimates:
+    return max(estimates.items(), key=lambda kv: kv[1].total) if estimates else None
+
+
+def check_plan_memory(plan, runs, parallel: int, gpu: int | None = None) -> None:
+    """Before `medtl run` trains `runs` of `plan`: the largest configuration's estimate, times
+    the runs started at once on one device (the CPU, or `gpu`, default the spec's
+    training.gpu), must fit (RunError naming it otherwise). MEDTL_NO_MEMORY_CHECK=1 skips
+    the check."""
+    if not runs or os.environ.get(SKIP_ENV) == "1":
         return
-    cid, largest = max(estimates.items(), key=lambda kv: kv[1].total)
-    check_fits(largest, f"{plan.experiment.path}: {cid}", gpu=plan.experiment.training.gpu,
+    largest = _largest(plan, runs)
+    if largest is None:
+        return
+    cid, estimate = largest
+    check_fits(estimate, f"{plan.experiment.path}: {cid}",
+               gpu=plan.experiment.training.gpu if gpu is None else gpu,
                runs=max(1, min(parallel, len(runs))))
+
+
+def max_runs_at_once(plan, runs) -> int | None:
+    """How many of `runs` fit in host memory at once (the largest configuration's estimate
+    against USABLE of MemAvailable); None when it cannot be told or the check is off."""
+    if not runs or os.environ.get(SKIP_ENV) == "1":
+        return None
+    largest, available = _largest(plan, runs), available_host_bytes()
+    if largest is None or available is None:
+        return None
+    return max(1, int(available * USABLE) // largest[1].total)

@@ -10,6 +10,7 @@ A run's state comes from its folder, `results/<paper>/<spec>/runs/<run id>/`:
 
 - to run: no folder, or one holding the same settings (an interrupted run resumes);
 - finished: `metrics.json` is there and the recorded settings are the spec's;
+- running: another process claims it (`medtl.locks`: the claim names the host and pid);
 - failed: `failed.json` says why; only `--retry-failed` runs it again;
 - stale: the folder was made under other settings (the spec, its data, or the kit changed):
   it is never mixed into results; `--rerun-stale` moves it aside.
@@ -29,6 +30,7 @@ from medtl.errors import RunError
 from medtl.experiments.report.published import Published, load_published
 from medtl.experiments.spec import Experiment, WeightsFile, read_experiment
 from medtl.experiments.study import StudyAdapter, study_for
+from medtl.locks import describe, holder, is_this_process
 from medtl.nets.registry import get_model
 from medtl.paths import resolve
 from medtl.protocols import Configuration, selection_rule
@@ -47,6 +49,7 @@ class State(str, Enum):
     FINISHED = "finished"
     FAILED = "failed"
     STALE = "stale"
+    RUNNING = "running"
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,9 @@ def run_state(plan: Plan, run: RunPlan) -> RunState:
                     and recorded.get("dataset_key") != plan.study.dataset_key):
                 return RunState(State.STALE, "the data at dataset.source changed")
             return RunState(State.FINISHED)
+    claimed = holder(folder)
+    if claimed is not None and not is_this_process(claimed):
+        return RunState(State.RUNNING, f"claimed by {describe(claimed)}")
     if (folder / FAILED).is_file():
         reason = json.loads((folder / FAILED).read_text()).get("reason", "")
         return RunState(State.FAILED, reason)

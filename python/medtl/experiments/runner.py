@@ -1,8 +1,11 @@
 """`medtl run SPEC`: carry out every run of a validated plan, each once.
 
 A run is a self-contained unit — the spec and a run id in, files out — so any executor can
-carry it out; locally :func:`run_experiment` launches `python -m medtl run-one SPEC RUN_ID`
-processes, N at a time. A run folder holds
+carry it out. :func:`run_experiment` builds the spec's dataset as one Dask task, then gives
+each run to a worker of a Dask cluster (`medtl.experiments.executor`: local by default, or a
+scheduler's), which starts `python -m medtl run-one SPEC RUN_ID [--gpu G]` in a child
+process; :func:`carry_out` claims the run folder (`medtl.locks`) for the child's lifetime.
+A run folder holds
 
     run.json        the resolved settings (what makes the run stale when they change), the
                     provenance of every value, the spec's deviations, the data it read;
@@ -10,6 +13,8 @@ processes, N at a time. A run folder holds
                     hardware; medtl.experiments.resources)
     run.log         everything the run printed, Caffe's log included
     net/, solver.prototxt, trace.csv, snapshots/, selected.caffemodel   (medtl.train.driver)
+                    (snapshots/ goes once metrics.json is written, unless the spec's
+                    training.keep_snapshots keeps its last pair: medtl.train.snapshots)
     predictions.csv the test outputs per sample (the study's evaluation)
     manifest.json   kit and Caffe versions, digests of data, weights and predictions
     metrics.json    the run's numbers; its presence marks the run finished
@@ -22,18 +27,23 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
-import subprocess
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from medtl import __version__, caffe_env, io
 from medtl.datasets.integrity import DamagedDatabaseError, verify_sources
 from medtl.errors import DiskFullError, MedtlError, OutputExistsError, RunError, one_line
-from medtl.experiments.memory import check_plan_memory
+from medtl.experiments import executor
+from medtl.experiments.batch_progress import BatchProgress
+from medtl.experiments.executor import watch_parent
+from medtl.experiments.memory import check_plan_memory, max_runs_at_once
 from medtl.experiments.plan import (
     FAILED,
     FINISHED,
@@ -51,17 +61,23 @@ from medtl.experiments.resources import measure, training_resources
 from medtl.experiments.runlog import tee_output
 from medtl.experiments.study import FoldData, RunInputs
 from medtl.generate import DataPaths, RunPaths, configuration_files
+from medtl.locks import ClaimedError, claim, describe, holder
 from medtl.paths import shown, to_results
 from medtl.protocols import Configuration
 from medtl.provenance import Sourced
 from medtl.solver import plan_solver
 from medtl.surgery import weights_digest
 from medtl.train.driver import TrainResult, TrainSpec, train
+from medtl.train.snapshots import prune_snapshots
 
 LOG = "run.log"
 # A child that ends by one of these signals was interrupted (it resumes); by any other
 # (Caffe's CHECK aborts, a crash) it failed.
 INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP}
+# `run-one`'s exit status when another process holds the run; it waits this long first (a
+# run whose worker just died is released by its child within a few seconds)
+CLAIMED = 3
+CLAIM_WAIT_S = 60.0
 
 
 def _now() -> str:
@@ -70,7 +86,7 @@ def _now() -> str:
 
 # ------------------------------------------------------------------ one run
 
-def _record(plan: Plan, run: RunPlan, fold: FoldData) -> dict[str, Any]:
+def _record(plan: Plan, run: RunPlan, fold: FoldData, gpu: int | None) -> dict[str, Any]:
     """run.json: the settings that define the run, then what it read and why."""
     cfg = with_overrides(run.config, plan.experiment)
     return {
@@ -85,13 +101,21 @@ def _record(plan: Plan, run: RunPlan, fold: FoldData) -> dict[str, Any]:
                     "test": to_results(fold.test), "train_size": fold.train_size,
                     "val_size": fold.val_size, "test_size": fold.test_size,
                     "manifest_sha256": fold.manifest_sha256},
-        "device": "CPU" if plan.experiment.training.gpu is None
-        else f"GPU {plan.experiment.training.gpu}",
+        "device": "CPU" if gpu is None else f"GPU {gpu}",
+        "blas_threads": blas_threads(),
         "medtl_version": __version__,
     }
 
 
-def _write_nets(plan: Plan, run: RunPlan, fold: FoldData):
+def blas_threads() -> str:
+    """The BLAS threads of this process (OpenBLAS's sums depend on it)."""
+    for key in executor.BLAS_ENV:
+        if os.environ.get(key):
+            return os.environ[key]
+    return "OpenBLAS's default (every core)"
+
+
+def _write_nets(plan: Plan, run: RunPlan, fold: FoldData, gpu: int | None):
     """The run's nets and solver (regenerated identically on resume); returns the plan of
     the solver and its paths."""
     cfg = with_overrides(run.config, plan.experiment)
@@ -103,7 +127,7 @@ def _write_nets(plan: Plan, run: RunPlan, fold: FoldData):
                      snapshot_prefix=str(run_dir / "snapshots" / "caffe"))
     seed = Sourced(run.seed, source=f"experiment spec seeds ({plan.experiment.path.name})")
     files = configuration_files(cfg, paths, solver_plan, seed=seed,
-                                gpu=plan.experiment.training.gpu is not None)
+                                gpu=gpu is not None)
     for rel, text in files.items():
         path = Path(rel)
         if not path.is_file() or path.read_text() != text:
@@ -126,21 +150,23 @@ def _check_runnable(plan: Plan, run: RunPlan) -> State:
     return state.state
 
 
-def run_one(plan: Plan, run: RunPlan, *, progress: bool = True) -> dict[str, Any]:
-    """Carry out one run (or finish an interrupted one); returns its metrics."""
+def run_one(plan: Plan, run: RunPlan, *, progress: bool = True,
+            gpu: int | None = None) -> dict[str, Any]:
+    """Carry out one run (or finish an interrupted one) on `gpu` (None: the spec's
+    training.gpu, which is None for the CPU); returns its metrics."""
     run_dir = run.run_dir
     if _check_runnable(plan, run) is State.FINISHED:
         return json.loads((run_dir / FINISHED).read_text())
     experiment, study = plan.experiment, plan.study
-    gpu = experiment.training.gpu
+    gpu = experiment.training.gpu if gpu is None else gpu
     fold = study.fold_data_for(run.config, run.fold, run.fraction, run.seed)
     for note in verify_sources(fold.train, fold.val, fold.test):   # before Caffe opens them
         print(f"note: {note}")
     run_dir.mkdir(parents=True, exist_ok=True)
     io.clean_stale_temps(run_dir)
     if not (run_dir / RUN_FILE).is_file():
-        io.write_json(run_dir / RUN_FILE, _record(plan, run, fold))
-    cfg, solver_plan, paths = _write_nets(plan, run, fold)
+        io.write_json(run_dir / RUN_FILE, _record(plan, run, fold, gpu))
+    cfg, solver_plan, paths = _write_nets(plan, run, fold, gpu)
 
     initial = None
     if cfg.policy.init.value == "pretrained":
@@ -178,6 +204,7 @@ def run_one(plan: Plan, run: RunPlan, *, progress: bool = True) -> dict[str, Any
         "finished_at": _now(),
     })
     io.write_json(run_dir / FINISHED, metrics)
+    prune_snapshots(run_dir, run_dir / FINISHED, keep_last=experiment.training.keep_snapshots)
     return metrics
 
 
@@ -214,17 +241,34 @@ def record_failure(run_dir: Path, reason: str, error: str) -> None:
                                      "log": LOG})
 
 
-def carry_out(spec_path: Path, run_id: str, *, progress: bool = True) -> int:
+def carry_out(spec_path: Path, run_id: str, *, progress: bool = True,
+              gpu: int | None = None, wait_s: float = CLAIM_WAIT_S) -> int:
     """`medtl run-one`: one run with its output in run.log and its failure, if any, in
-    failed.json. Returns the exit status: 0 done, 2 a reported error, 1 a bug (traceback)."""
+    failed.json. Returns the exit status: 0 done, 2 a reported error, 1 a bug (traceback),
+    CLAIMED when another process holds the run (after waiting `wait_s` seconds for it)."""
     plan = load_plan(spec_path)
     run = plan.run(run_id)
     if _check_runnable(plan, run) is State.FINISHED:      # its folder is left untouched
         print(f"{run_id}: finished earlier")
         return 0
-    with tee_output(run.run_dir / LOG, f"medtl run-one {shown(spec_path)} {run_id}"):
+    try:
+        with claim(run.run_dir, f"run {run_id}", wait_s=wait_s):
+            return _carry_out_claimed(plan, run, progress, gpu)
+    except ClaimedError as exc:
+        print(f"{run_id}: not run here: {one_line(exc)}", file=sys.stderr)
+        return CLAIMED
+
+
+def _carry_out_claimed(plan: Plan, run: RunPlan, progress: bool, gpu: int | None) -> int:
+    if _check_runnable(plan, run) is State.FINISHED:      # finished while we waited
+        print(f"{run.run_id}: finished by another process")
+        return 0
+    with tee_output(run.run_dir / LOG, f"medtl run-one {shown(plan.experiment.path)} "
+                                       f"{run.run_id}"):
+        watch_parent(lambda line: print(f"{run.run_id}: {line}; the run resumes from its "
+                                        "last snapshot when run again", flush=True))
         try:
-            metrics = run_one(plan, run, progress=progress)
+            metrics = run_one(plan, run, progress=progress, gpu=gpu)
         except MedtlError as exc:
             # a full disk or a damaged dataset is no fault of the run: no failure record,
             # a rerun resumes it once there is space or the dataset is built again
@@ -238,7 +282,7 @@ def carry_out(spec_path: Path, run_id: str, *, progress: bool = True) -> int:
                            "the kit: the traceback is in run.log)", f"bug: {type(exc).__name__}")
             traceback.print_exc()
             return 1
-        print(f"{run_id}: finished; selected epoch {metrics['selected_epoch']}")
+        print(f"{run.run_id}: finished; selected epoch {metrics['selected_epoch']}")
     return 0
 
 
@@ -256,15 +300,9 @@ def _retire_failure(run: RunPlan) -> None:
     io.move_aside(failed, run.run_dir / "failures" / f"{time.strftime('%Y%m%dT%H%M%S')}.json")
 
 
-def _launch(plan: Plan, run: RunPlan, quiet: bool) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "medtl", "run-one", str(plan.experiment.path), run.run_id]
-    if quiet:
-        cmd.append("--no-progress")
-    out = subprocess.DEVNULL if quiet else None       # run.log has it all
-    return subprocess.Popen(cmd, stdout=out, stderr=out)
-
-
-def _outcome(run: RunPlan, returncode: int) -> str:
+def _outcome(run: RunPlan | SimpleNamespace, returncode: int) -> str:
+    """What a `run-one` child's exit status means (a failure record is written for a
+    crash)."""
     if returncode == 0:
         return "done"
     failed = run.run_dir / FAILED
@@ -279,10 +317,83 @@ def _outcome(run: RunPlan, returncode: int) -> str:
     return f"failed (exit {returncode}); see {shown(run.run_dir / LOG)}"
 
 
+def run_one_command(spec: str, run_id: str, gpu: int | None) -> list[str]:
+    """`medtl run-one` of a run, on `gpu` (None: the spec's device)."""
+    cmd = [sys.executable, "-m", "medtl", "run-one", spec, run_id, "--no-progress"]
+    return cmd + ([] if gpu is None else ["--gpu", str(gpu)])
+
+
+def run_in_worker(spec: str, run_id: str, run_dir: str) -> str:
+    """A run as a Dask task: `medtl run-one` in a child process pinned to the worker's GPU;
+    returns the run's outcome."""
+    code = executor.spawn(run_one_command(spec, run_id, executor.worker_gpu())).wait()
+    if code == CLAIMED:
+        return f"running elsewhere: claimed by {describe(holder(Path(run_dir)))}"
+    return _outcome(SimpleNamespace(run_dir=Path(run_dir)), code)
+
+
+def prepare_in_worker(spec: str, progress: bool) -> str:
+    """The spec's dataset, built once (as a Dask task, before the runs)."""
+    plan = load_plan(Path(spec))
+    plan.study.prepare(progress=progress)
+    return str(plan.study.dataset_dir)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Where a batch runs: `workers` local slots (default: sized to the machine), `gpus`
+    (None: --gpus absent, then MEDTL_GPUS, then the spec's training.gpu), `runs_per_gpu`,
+    or the Dask cluster at `scheduler`."""
+
+    workers: int | None = None
+    gpus: str | None = None
+    runs_per_gpu: int = 1
+    scheduler: str | None = None
+
+
+def _slots(plan: Plan, todo: list[RunPlan], resources: Resources) -> list[executor.Slot]:
+    """The local cluster's workers (none: a remote cluster's workers are its own)."""
+    if resources.scheduler is not None:
+        return []
+    gpus = executor.gpus_from(resources.gpus)
+    if not gpus and plan.experiment.training.gpu is not None:
+        gpus = (plan.experiment.training.gpu,)
+    workers = resources.workers or plan.experiment.spec.parallel
+    if workers is None and not gpus:
+        workers = min(executor.cores(), len(todo),
+                      max_runs_at_once(plan, todo) or executor.cores())
+    return executor.plan_slots(gpus=gpus, runs_per_gpu=resources.runs_per_gpu,
+                               workers=workers, runs=len(todo))
+
+
 def run_experiment(spec_path: Path, *, parallel: int | None = None, progress: bool = True,
-                   rerun_stale: bool = False, retry_failed: bool = False) -> dict[str, str]:
-    """Run every run of a spec that is not finished; returns run id -> outcome."""
+                   rerun_stale: bool = False, retry_failed: bool = False,
+                   resources: Resources | None = None) -> dict[str, str]:
+    """Run every run of a spec that is not finished, on a Dask cluster; returns run id ->
+    outcome ("done", "finished earlier", "failed: ...", "interrupted ...", "running
+    elsewhere: ...")."""
     plan = load_plan(spec_path)
+    status, todo = _triage(plan, rerun_stale, retry_failed)
+    exp = plan.experiment
+    print(f"{exp.spec.paper}/{exp.path.stem}: {len(plan.runs)} runs, "
+          f"{sum(v == 'finished earlier' for v in status.values())} finished earlier, "
+          f"{len(todo)} to run", flush=True)
+    if not todo:
+        return status
+    resources = resources or Resources(workers=parallel)
+    slots = _slots(plan, todo, resources)
+    check_source_weights(plan.experiment, [run.config for run in todo])
+    if slots:
+        per_device = len([s for s in slots if s.gpu == slots[0].gpu])
+        check_plan_memory(plan, todo, per_device, gpu=slots[0].gpu)
+    status.update(_execute(plan, todo, slots, resources.scheduler, progress))
+    return status
+
+
+def _triage(plan: Plan, rerun_stale: bool, retry_failed: bool
+            ) -> tuple[dict[str, str], list[RunPlan]]:
+    """The outcome of runs with nothing to do, and the runs to carry out (stale ones moved
+    aside, failed ones retired when asked)."""
     states = {run.run_id: plan.state(run) for run in plan.runs}
     stale = [run for run in plan.runs if states[run.run_id].state is State.STALE]
     if stale and not rerun_stale:
@@ -305,31 +416,39 @@ def run_experiment(spec_path: Path, *, parallel: int | None = None, progress: bo
         elif state.state is State.FINISHED:
             status[run.run_id] = "finished earlier"
             continue
+        elif state.state is State.RUNNING:
+            status[run.run_id] = f"running elsewhere: {state.detail}"
+            continue
         todo.append(run)
-    exp = plan.experiment
-    print(f"{exp.spec.paper}/{exp.path.stem}: {len(plan.runs)} runs, "
-          f"{sum(v == 'finished earlier' for v in status.values())} finished earlier, "
-          f"{len(todo)} to run", flush=True)
-    workers = parallel or exp.spec.parallel
-    if todo:
-        check_source_weights(plan.experiment, [run.config for run in todo])
-        check_plan_memory(plan, todo, workers)
-        plan.study.prepare(progress=progress)
-    quiet = not progress or workers > 1
-    running: list[tuple[RunPlan, subprocess.Popen]] = []
-    queue = list(todo)
-    while queue or running:
-        while queue and len(running) < workers:
-            run = queue.pop(0)
-            print(f"  start {run.run_id}", flush=True)
-            running.append((run, _launch(plan, run, quiet)))
-        time.sleep(0.2)
-        for run, proc in list(running):
-            if proc.poll() is None:
-                continue
-            running.remove((run, proc))
-            status[run.run_id] = _outcome(run, proc.returncode)
-            verb = "done " if proc.returncode == 0 else "FAILED"
-            print(f"  {verb} {run.run_id}"
-                  + ("" if proc.returncode == 0 else f": {status[run.run_id]}"), flush=True)
-    return status
+    return status, todo
+
+
+def _execute(plan: Plan, todo: list[RunPlan], slots: list[executor.Slot],
+             scheduler: str | None, progress: bool) -> dict[str, str]:
+    spec = str(plan.experiment.path)
+    where = scheduler or (f"{len(slots)} local worker(s): "
+                          + ", ".join(s.name for s in slots))
+    view = BatchProgress(plan, todo, enabled=progress)
+    with executor.cluster(slots, scheduler=scheduler, dashboard=progress) as client:
+        link = executor.dashboard_link(client)
+        print(f"  Dask cluster: {where}" + (f"; dashboard {link}" if link else ""), flush=True)
+        prepare = executor.Task(f"prepare-{plan.study.dataset_dir.name}", prepare_in_worker,
+                                (spec, progress))
+        tasks = [executor.Task(run.run_id, run_in_worker, (spec, run.run_id, str(run.run_dir)),
+                               {"slot": 1}) for run in todo]
+        try:
+            results = executor.execute(client, tasks, upstream=prepare,
+                                       on_done=lambda t, r: view.done(t.key, _as_outcome(r)),
+                                       tick=view.tick)
+        finally:
+            view.close()
+    return {key: _as_outcome(result) for key, result in results.items()}
+
+
+def _as_outcome(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    if type(result).__name__ == "KilledWorker":
+        return (f"interrupted: its worker died {executor.ALLOWED_FAILURES + 1} times (killed, "
+                "or out of memory); rerun to resume")
+    return f"failed: {type(result).__name__}: {one_line(result)} (a bug in the kit)"

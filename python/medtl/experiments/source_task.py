@@ -8,6 +8,7 @@ labels, but it teaches the first layers blobs, edges and contrast on textured ba
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from medtl import io
 from medtl.datasets.lmdb_writer import shuffled_order, write_lmdb
 from medtl.experiments.spec import SourceTask
+from medtl.locks import claim, describe
 from medtl.nets.registry import ModelSpec
 from medtl.nets.variants import DataSpec, deploy_net, train_net, val_net
 from medtl.prototxt import write_text
@@ -61,7 +63,18 @@ def pretrain(model: ModelSpec, dest: Path, task: SourceTask,
     definition, weights = dest / "deploy.prototxt", dest / "source.caffemodel"
     if weights.is_file():
         return definition, weights
+    with claim(dest, f"source model {dest.name}", wait_s=math.inf,
+               on_wait=lambda who: print(f"  waiting for source model {dest.name}: being "
+                                         f"trained by {describe(who)}", flush=True)):
+        if not weights.is_file():
+            _pretrain(model, dest, task, progress)
+    return definition, weights
+
+
+def _pretrain(model: ModelSpec, dest: Path, task: SourceTask, progress: bool) -> None:
     from medtl.train.driver import TrainSpec, train
+
+    definition, weights = dest / "deploy.prototxt", dest / "source.caffemodel"
 
     size, classes = model.crop_size, len(SHAPES)
     n_val = task.images // 5
@@ -96,4 +109,3 @@ def pretrain(model: ModelSpec, dest: Path, task: SourceTask,
                              selection="min_val_loss", progress=progress))
     write_text(definition, deploy_net(model.body, classes, (1, 3, size, size), name))
     io.copy_file(result.selected_weights, weights)
-    return definition, weights
