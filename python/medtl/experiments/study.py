@@ -22,13 +22,16 @@ every study, so a study writes only what is its own:
 A study subclass names its `builder` (the spec's `dataset.builder`), which registers it, and
 writes what is its own: `build`, `fold_data` where its folds are not one manifest split
 (`fold_data_for` where its configurations train on different sets), `predictions`, `score`
-(or all of `evaluate`), `report`, and the few checks only it can make.
+(or all of `evaluate`), `report`, and the few checks only it can make; `expected_sizes`
+where the paper (or its phantom settings) tells a run's record counts before the dataset is
+built, for `medtl run --plan`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
@@ -43,9 +46,11 @@ from medtl.errors import ConfigError, InputError
 from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
 from medtl.experiments.spec import ALL_FOLDS, Experiment
 from medtl.infer import predict_database
+from medtl.locks import claim, describe
 from medtl.nets.registry import ModelSpec, get_model
 from medtl.paths import content_identity, resolve, results_root, shown
 from medtl.protocols import Configuration
+from medtl.provenance import Sourced
 from medtl.registry import Registry
 
 SYNTHETIC = "synthetic"
@@ -71,6 +76,15 @@ class FoldData:
     # by the Data layer's transform_param (no crop, no mean image); () for none
     mean_value: tuple[float, ...] = ()
     scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class ExpectedSizes:
+    """A run's training and validation record counts expected before its dataset is built
+    (`StudyAdapter.expected_sizes`), each with where it comes from."""
+
+    train: Sourced
+    val: Sourced
 
 
 @dataclass(frozen=True)
@@ -200,6 +214,14 @@ class StudyAdapter:
         fine-tuning on augmented copies, feature extraction on plain images) chooses here."""
         return self.fold_data(fold, fraction, seed, get_model(cfg.model))
 
+    def expected_sizes(self, cfg: Configuration, fold: int, fraction: float
+                       ) -> ExpectedSizes | None:
+        """The training and validation record counts of a run of `cfg` before the dataset
+        is built (`medtl run --plan`), from the paper's figures or the phantom settings,
+        each with its source; None (the default): unknown until the dataset is built. Once
+        it is built, the plan reads the manifest's counts (`fold_data_for`) instead."""
+        return None
+
     def predictions(self, fold: FoldData, probs: np.ndarray) -> list[dict[str, Any]]:
         """Per test sample: its metadata and score, from the net's outputs in record order."""
         raise NotImplementedError
@@ -324,12 +346,19 @@ class StudyAdapter:
         return (self.dataset_dir / MANIFEST).is_file()
 
     def prepare(self, progress: bool = True) -> None:
-        """Build the dataset unless it is there (a prepared one is checked, never built)."""
+        """Build the dataset unless it is there (a prepared one is checked, never built).
+        One process builds it; another asking meanwhile waits, then finds it built."""
         if self.prepared_path is not None:
             self.check_prepared()
-        elif not self.is_built():
-            io.clean_stale_temps(self.dataset_dir.parent)
-            self.build(self.source(), self.dataset_dir, progress)
+            return
+        if self.is_built():
+            return
+        with claim(self.dataset_dir, f"dataset {shown(self.dataset_dir)}", wait_s=math.inf,
+                   on_wait=lambda who: print(f"  waiting for dataset {self.dataset_dir.name}:"
+                                             f" being built by {describe(who)}", flush=True)):
+            if not self.is_built():
+                io.clean_stale_temps(self.dataset_dir.parent)
+                self.build(self.source(), self.dataset_dir, progress)
 
     def prepared_option_fits(self, key: str, recorded: Any, wanted: Any) -> bool:
         """Whether a prepared dataset built with option `key` = `recorded` serves a spec

@@ -12,14 +12,25 @@ import numpy as np
 
 from medtl.config import ConfigError, option
 from medtl.experiments.report.context import ReportBody, ReportContext, read_csv
-from medtl.experiments.study import FoldData, StudyAdapter
+from medtl.experiments.study import ExpectedSizes, FoldData, StudyAdapter
 from medtl.nets.registry import ModelSpec
+from medtl.protocols import Configuration
+from medtl.provenance import assumed
 from medtl.studies.shin2016.ln.dataset import LnConfig, build
 from medtl.studies.shin2016.ln.phantoms import write_collection
 from medtl.studies.shin2016.ln.report import froc_report
 from medtl.studies.shin2016.ln.scoring import LnScoring, score_candidates
 
 REGION_OF_STUDY = {"ln_mediastinum": "med", "ln_abdomen": "abd"}
+# Shin 2016 Sec. II: "388 mediastinal LNs labeled by radiologists in 90 patient CT scans, and
+# 595 abdominal LNs in 86 patient CT scans"; "approximately 40 false or negative LN candidates
+# per patient scan"
+PAPER_NODES = {"med": (388, 90), "abd": (595, 86)}
+PAPER_FALSE_PER_PATIENT = 40
+# the phantoms (phantoms.make_patient): 3-6 nodes per patient, a node gets a second true
+# candidate with probability 0.3
+PHANTOM_NODES_PER_PATIENT = 4.5
+PHANTOM_CANDIDATES_PER_NODE = 1.3
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,53 @@ class ShinLnAdapter(StudyAdapter):
 
     def build(self, source: Path, dest: Path, progress: bool) -> None:
         build(source, dest, self.config, progress=progress)
+
+    def expected_sizes(self, cfg: Configuration, fold: int, fraction: float
+                       ) -> ExpectedSizes | None:
+        """The views of a fold's training and validation sets from the paper's node and
+        candidate counts (the TCIA source) or the phantom settings, by the builder's rules
+        (`dataset._train_plan`)."""
+        c = self.config
+        if self.prepared_path is not None:
+            return None
+        if self.synthetic:
+            patients = self.phantom.patients
+            nodes, per_node = patients * PHANTOM_NODES_PER_PATIENT, PHANTOM_CANDIDATES_PER_NODE
+            false = self.phantom.n_false
+            what = (f"the phantom settings: {patients} patients, 3-6 nodes each (mean "
+                    f"{PHANTOM_NODES_PER_PATIENT:g}), {per_node:g} true candidates per node, "
+                    f"{false} false candidates per patient")
+        else:
+            nodes, patients = PAPER_NODES[c.region]
+            per_node, false = 1.0, PAPER_FALSE_PER_PATIENT
+            what = (f"Shin 2016 Sec. II: {nodes} LNs in {patients} patients, about {false} "
+                    "false CADe candidates per patient; one CADe true candidate per LN "
+                    "assumed (~100% recall)")
+        per_patient = nodes / patients * {"candidates": per_node, "annotations": 1.0,
+                                          "both": per_node + 1.0}[c.train_positives]
+        training = round(patients * (c.folds - 1) / c.folds)
+        val = min(training - 1, max(1, round(c.val_fraction * training)))
+
+        def views(n_patients: int, per_candidate: int) -> int:
+            pos = per_patient * n_patients * per_candidate
+            neg = false * n_patients * per_candidate
+            if c.prior == "equal":
+                neg = min(neg, c.negatives_per_positive * pos)
+            return round((pos + neg) * fraction)
+
+        rule = (f"{c.prior} prior" + (f", {c.negatives_per_positive:g} negative view(s) per "
+                                      "positive" if c.prior == "equal" else ""))
+        split = (f"a fold trains on {training - val} and validates on {val} of "
+                 f"{patients} patients ({c.folds} folds, {c.val_fraction:g} of the training "
+                 "patients validate)")
+        tail = "expected, not counted: the manifest gives the count once the dataset is built"
+        return ExpectedSizes(
+            assumed(views(training - val, c.train_views_per_candidate),
+                    f"{what}; {split}; {c.train_views_per_candidate} views per training "
+                    f"candidate, {rule}; {tail}"),
+            assumed(views(val, c.val_views_per_candidate),
+                    f"{what}; {split}; {c.val_views_per_candidate} views per validation "
+                    f"candidate, {rule}; {tail}"))
 
     def fold_data(self, fold: int, fraction: float, seed: int, model: ModelSpec) -> FoldData:
         self.prepare()
