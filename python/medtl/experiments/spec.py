@@ -54,6 +54,10 @@ class TrainingSpec:
                                      "max_val_auc",
                             choices=("paper", "min_val_loss", "max_val_auc"))
     gpu: int | None = option(None, "GPU id to train and test on; none: the CPU", minimum=0)
+    keep_snapshots: bool = option(False, "keep a finished run's last snapshot pair "
+                                         "(caffemodel + solverstate, to carry training on); "
+                                         "false: a finished run keeps only its selected "
+                                         "weights, its snapshots are removed")
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,10 @@ class ExperimentSpec:
         {}, "name -> configuration ids whose probabilities are averaged (Shin's Combined)")
     published: str | None = option(None, "published-numbers file (relative: to the spec's "
                                          "folder)")
-    parallel: int = option(1, "runs trained at the same time", minimum=1)
+    parallel: int | None = option(
+        None, "runs trained at the same time on the local Dask cluster (none: one per GPU "
+              "given, else one per core as memory allows); `medtl run --workers` overrides",
+        minimum=1)
 
 
 @dataclass(frozen=True)
