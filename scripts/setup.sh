@@ -21,15 +21,18 @@ if [ -z "${CAFFE_ROOT:-}" ]; then
   "$HERE/install_system_deps.sh"
 fi
 
-# ---- the venv, rebuilt only when requirements.txt changes
+# ---- the venv, rebuilt only when requirements.txt or pyproject.toml changes
 command -v "$PYTHON" >/dev/null || die "no '$PYTHON' interpreter (Debian: apt-get install python3 python3-venv)"
 req_hash="$(cat "$REPO/requirements.txt" "$REPO/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 stamp="$VENV/.medtl-requirements"
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$req_hash" ]; then
   log "creating the venv in .venv (pinned requirements.txt)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV" || die "'$PYTHON -m venv' failed (Debian: apt-get install python3-venv)"
+  # requirements.txt is the lock (every package at its version); then medtl with its `test`
+  # extra (pytest, ruff): what pyproject.toml declares is already installed from the lock, so
+  # pip only checks it, and the constraints keep it from choosing any other version.
   pip_install -r "$REPO/requirements.txt"
-  pip_install --no-deps --no-build-isolation -e "$REPO"
+  pip_install --no-build-isolation -c "$REPO/requirements.txt" -e "$REPO[test]"
   echo "$req_hash" > "$stamp"
 fi
 
