@@ -10,19 +10,49 @@ under other settings are moved aside to `stale/` (never deleted) and trained aga
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
 from medtl.experiments.report.build import build_report
-from medtl.experiments.runner import run_experiment
+from medtl.experiments.runner import Resources, run_experiment
 from medtl.paths import REPO, shown
 
 DEMO_SPEC = REPO / "experiments" / "shin2016" / "demo_ln_synthetic.yaml"
 
 
+def visible_gpu() -> bool:
+    """Whether `nvidia-smi -L` lists a GPU."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return False
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return any(line.startswith("GPU ") for line in listed.splitlines())
+
+
+def demo_gpus() -> str | None:
+    """The GPUs the demo trains on: MEDTL_GPUS when set (read by the runner), else GPU 0 when
+    nvidia-smi sees one and Caffe was built with CUDA, else None: the CPU, as before."""
+    if os.environ.get("MEDTL_GPUS") or not visible_gpu():
+        return None
+    from medtl import caffe_env  # imports pycaffe: only once a GPU is seen
+    if caffe_env.build_info().get("cuda") != "1":
+        print("a GPU is visible, but Caffe is a CPU-only build: the demo trains on the CPU "
+              "(rebuild with MEDTL_CAFFE_GPU=on)")
+        return None
+    return "0"
+
+
 def main(spec: Path = DEMO_SPEC) -> int:
     start = time.time()
-    status = run_experiment(spec, rerun_stale=True)
+    gpus = demo_gpus()
+    status = run_experiment(spec, rerun_stale=True,
+                            resources=None if gpus is None else Resources(gpus=gpus))
     failed = {run: state for run, state in status.items()
               if state.startswith(("failed", "interrupted"))}
     if failed:
