@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The Dask executor against itself and against the old runner (not a test: prints figures).
 
-    .venv/bin/python benchmarks/bench_executor.py [--epochs 8] [--baseline CHECKOUT]
+    .venv/bin/python benchmarks/bench_executor.py [--epochs 30] [--baseline CHECKOUT]
 
 A 6-run spec (CifarNet-RI on the kit's lymph-node phantoms, 6 seeds) is run by `medtl run`
 as a user runs it, each batch in its own results folder sharing one prepared dataset:
@@ -116,7 +116,7 @@ def _killer(results: Path, name: str, spec: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--baseline", type=Path, help="a checkout of the kit before the "
                         "executor, for the old `--parallel 1` runner")
     parser.add_argument("--keep", type=Path, help="work in this (new) folder and keep it")

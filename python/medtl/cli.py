@@ -70,6 +70,16 @@ def _shape_arg(text: str) -> tuple[int, ...]:
     return shape
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _epochs_arg(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(","))
@@ -128,6 +138,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from medtl.experiments import plan as planmod
     from medtl.experiments import runner
 
+    if args.plan:
+        from medtl.experiments import costplan, executor
+
+        gpus = executor.gpus_from(args.gpus)
+        cost = costplan.cost_plan(planmod.load_plan(args.spec), gpu=gpus[0] if gpus else None)
+        print(costplan.format_plan(cost))
+        return 0
     if args.list:
         plan = planmod.load_plan(args.spec)
         states = [(run, plan.state(run)) for run in plan.runs]
@@ -140,10 +157,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for run, state in states:
             print(f"{run.run_id}  {state}")
         return 0
-    status = runner.run_experiment(args.spec, parallel=args.parallel,
-                                   progress=not args.no_progress,
+    resources = runner.Resources(workers=args.workers, gpus=args.gpus,
+                                 runs_per_gpu=args.runs_per_gpu, scheduler=args.scheduler)
+    status = runner.run_experiment(args.spec, progress=not args.no_progress,
                                    rerun_stale=args.rerun_stale,
-                                   retry_failed=args.retry_failed)
+                                   retry_failed=args.retry_failed, resources=resources)
     failed = {k: v for k, v in status.items() if v.startswith("failed")}
     for run_id, outcome in failed.items():
         print(f"{run_id}: {outcome}", file=sys.stderr)
@@ -153,7 +171,31 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_run_one(args: argparse.Namespace) -> int:
     from medtl.experiments import runner
 
-    return runner.carry_out(args.spec, args.run_id, progress=not args.no_progress)
+    return runner.carry_out(args.spec, args.run_id, progress=not args.no_progress,
+                            gpu=args.gpu)
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    import time
+
+    from medtl.experiments import jobqueue
+
+    config = jobqueue.read_config(args.config)
+    if args.print_job_script:
+        print(jobqueue.job_script(args.system, config))
+        return 0
+    cluster = jobqueue.job_cluster(args.system, config)
+    cluster.scale(jobs=args.jobs)
+    print(f"scheduler {cluster.scheduler_address}; dashboard {cluster.dashboard_link}")
+    print(f"{args.jobs} worker job(s) submitted; run a spec on them with\n"
+          f"  medtl run SPEC --scheduler {cluster.scheduler_address}\n"
+          "Ctrl-C stops the scheduler and cancels the jobs", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        cluster.close()
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -289,9 +331,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run every unfinished run of an experiment spec")
     run.add_argument("spec", type=Path, help="experiments/<paper>/<study>.yaml")
-    run.add_argument("--parallel", type=int, help="runs at a time (default: the spec's)")
+    run.add_argument("--workers", "--parallel", type=_positive, metavar="N",
+                     help="runs at a time on the local Dask cluster (default: the spec's "
+                          "`parallel`, else one per GPU, else one per core as memory allows)")
+    run.add_argument("--gpus", metavar="IDS",
+                     help="GPU ids, e.g. 0,1,2,3: one run per GPU at a time, each pinned to "
+                          "its device (default: $MEDTL_GPUS, else the spec's training.gpu)")
+    run.add_argument("--runs-per-gpu", type=_positive, default=1, metavar="K",
+                     help="runs sharing each GPU at a time (small nets on a large GPU)")
+    run.add_argument("--scheduler", metavar="ADDRESS",
+                     help="join a running Dask cluster (e.g. tcp://host:8786; "
+                          "docs/cluster.md) instead of starting a local one")
     run.add_argument("--list", action="store_true",
                      help="validate the spec and list the runs with their state; build nothing")
+    run.add_argument("--plan", action="store_true",
+                     help="print each run's training images, iterations, time (caffe time, "
+                          "cached per device), memory and disk; build nothing")
     run.add_argument("--rerun-stale", action="store_true",
                      help="move runs made under other settings aside (kept under stale/) and "
                           "run them again")
@@ -303,8 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
                                          "its output goes to the run's run.log too")
     one.add_argument("spec", type=Path)
     one.add_argument("run_id")
+    one.add_argument("--gpu", type=int, metavar="ID",
+                     help="the GPU to train on (default: the spec's training.gpu)")
     one.add_argument("--no-progress", action="store_true")
     one.set_defaults(func=_cmd_run_one)
+    clu = sub.add_parser("cluster", help="Dask workers from a batch system (dask-jobqueue) "
+                                         "for `medtl run --scheduler`")
+    clu.add_argument("system", choices=["slurm", "pbs", "sge", "lsf"])
+    clu.add_argument("--config", type=Path, required=True,
+                     help="dask-jobqueue options, e.g. scripts/cluster/slurm_gpu.yaml")
+    clu.add_argument("--jobs", type=_positive, default=1, help="worker jobs to submit")
+    clu.add_argument("--print-job-script", action="store_true",
+                     help="print the job script of one worker and submit nothing")
+    clu.set_defaults(func=_cmd_cluster)
     rep = sub.add_parser("report", help="write results/<paper>/<study>/REPORT.md")
     rep.add_argument("spec", type=Path)
     rep.set_defaults(func=_cmd_report)
