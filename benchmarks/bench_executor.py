@@ -140,7 +140,7 @@ def main() -> None:
             old = _batch(specs["old"], results, "--parallel", "1",
                          env=_env(results, args.baseline / "python"))
             print(f"  old runner --parallel 1 (BLAS on every core): {old:7.1f} s   "
-                  f"this executor (default workers) is {old / two:.2f}x faster")
+                  f"(old / 2 workers: {old / two:.2f})")
         kill, killed = _killer(results, "killed", specs["killed"])
         hit = _batch(specs["killed"], results, "--workers", "2", env=_env(results, blas=1),
                      during=kill)

@@ -432,8 +432,9 @@ def _execute(plan: Plan, todo: list[RunPlan], slots: list[executor.Slot],
     with executor.cluster(slots, scheduler=scheduler, dashboard=progress) as client:
         link = executor.dashboard_link(client)
         print(f"  Dask cluster: {where}" + (f"; dashboard {link}" if link else ""), flush=True)
-        prepare = executor.Task(f"prepare-{plan.study.dataset_dir.name}", prepare_in_worker,
-                                (spec, progress))
+        built = plan.study.prepared_path is None and plan.study.is_built()
+        prepare = None if built else executor.Task(
+            f"prepare-{plan.study.dataset_dir.name}", prepare_in_worker, (spec, progress))
         tasks = [executor.Task(run.run_id, run_in_worker, (spec, run.run_id, str(run.run_dir)),
                                {"slot": 1}) for run in todo]
         try:
