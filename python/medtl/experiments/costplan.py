@@ -106,14 +106,15 @@ def _params(nets: dict, dims: tuple[int, ...]) -> int:
     return memory.count_net(nets["train"], "train", dims).params
 
 
-def config_cost(cfg: Configuration, gpu: int | None) -> ConfigCost:
-    """Timing, memory and parameters of `cfg` (with the spec's overrides) on the device."""
+def config_cost(cfg: Configuration, gpu: int | None, build: dict | None = None) -> ConfigCost:
+    """Timing, memory and parameters of `cfg` (with the spec's overrides) on the device;
+    `build`: the Caffe build's description (default: the one in use, `build_info()`)."""
     s = cfg.solver
     batch, notes = s.batch_size.value, []
     nets = build_nets(cfg, DataPaths("train", "val"))
     dims = tuple(nets["deploy"].layer[0].input_param.shape[0].dim[1:])
     timing = params = estimate = None
-    if gpu is not None and build_info().get("cuda") == "0":
+    if gpu is not None and (build or build_info()).get("cuda") == "0":
         notes.append(f"not timed: the Caffe build is CPU-only, GPU {gpu} cannot run")
     else:
         try:
@@ -159,7 +160,7 @@ def run_cost(plan: Plan, run: RunPlan, cost: ConfigCost, cfg: Configuration) -> 
                    train_s, val_s, solver.iters_per_epoch.value)
 
 
-def cost_plan(plan: Plan, gpu: int | None = None) -> CostPlan:
+def cost_plan(plan: Plan, gpu: int | None = None, build: dict | None = None) -> CostPlan:
     """The cost plan of every run of `plan` on the CPU or GPU `gpu` (default: the spec's
     training.gpu). Builds no dataset, trains nothing, writes no run folder; runs `caffe
     time` once per configuration net not in the timing cache."""
@@ -172,7 +173,7 @@ def cost_plan(plan: Plan, gpu: int | None = None) -> CostPlan:
         cfg = with_overrides(run.config, experiment)
         if cfg.id not in configs:
             print(f"  estimating {cfg.id} (batch {cfg.solver.batch_size.value}) ...", flush=True)
-            configs[cfg.id], resolved[cfg.id] = config_cost(cfg, gpu), cfg
+            configs[cfg.id], resolved[cfg.id] = config_cost(cfg, gpu, build), cfg
         runs.append(run_cost(plan, run, configs[cfg.id], resolved[cfg.id]))
     return CostPlan(f"{experiment.spec.paper}/{experiment.path.stem}", device_description(gpu),
                     gpu, configs, runs, memory.available_host_bytes(),

@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from medtl.caffe_env import caffe
@@ -259,28 +260,38 @@ def _largest(plan, runs) -> tuple[str, MemoryEstimate] | None:
     return max(estimates.items(), key=lambda kv: kv[1].total) if estimates else None
 
 
+class PlanMemory:
+    """The memory of a batch's runs, estimated once (the largest configuration's) for both
+    questions the runner asks: how many fit at once, and whether the chosen number does."""
+
+    def __init__(self, plan, runs) -> None:
+        self.plan, self.runs = plan, runs
+        self.off = not runs or os.environ.get(SKIP_ENV) == "1"
+
+    @cached_property
+    def largest(self) -> tuple[str, MemoryEstimate] | None:
+        return None if self.off else _largest(self.plan, self.runs)
+
+    def check(self, parallel: int, gpu: int | None = None) -> None:
+        """The largest estimate, times the runs started at once on one device (the CPU, or
+        `gpu`, default the spec's training.gpu), must fit (RunError naming it otherwise)."""
+        if self.largest is None:
+            return
+        cid, estimate = self.largest
+        check_fits(estimate, f"{self.plan.experiment.path}: {cid}",
+                   gpu=self.plan.experiment.training.gpu if gpu is None else gpu,
+                   runs=max(1, min(parallel, len(self.runs))))
+
+    def runs_at_once(self) -> int | None:
+        """How many runs fit in host memory at once (against USABLE of MemAvailable); None
+        when it cannot be told or the check is off."""
+        available = None if self.largest is None else available_host_bytes()
+        if available is None:
+            return None
+        return max(1, int(available * USABLE) // self.largest[1].total)
+
+
 def check_plan_memory(plan, runs, parallel: int, gpu: int | None = None) -> None:
-    """Before `medtl run` trains `runs` of `plan`: the largest configuration's estimate, times
-    the runs started at once on one device (the CPU, or `gpu`, default the spec's
-    training.gpu), must fit (RunError naming it otherwise). MEDTL_NO_MEMORY_CHECK=1 skips
-    the check."""
-    if not runs or os.environ.get(SKIP_ENV) == "1":
-        return
-    largest = _largest(plan, runs)
-    if largest is None:
-        return
-    cid, estimate = largest
-    check_fits(estimate, f"{plan.experiment.path}: {cid}",
-               gpu=plan.experiment.training.gpu if gpu is None else gpu,
-               runs=max(1, min(parallel, len(runs))))
-
-
-def max_runs_at_once(plan, runs) -> int | None:
-    """How many of `runs` fit in host memory at once (the largest configuration's estimate
-    against USABLE of MemAvailable); None when it cannot be told or the check is off."""
-    if not runs or os.environ.get(SKIP_ENV) == "1":
-        return None
-    largest, available = _largest(plan, runs), available_host_bytes()
-    if largest is None or available is None:
-        return None
-    return max(1, int(available * USABLE) // largest[1].total)
+    """Before `medtl run` trains `runs` of `plan` (see PlanMemory.check).
+    MEDTL_NO_MEMORY_CHECK=1 skips the check."""
+    PlanMemory(plan, runs).check(parallel, gpu)

@@ -43,7 +43,7 @@ from medtl.errors import DiskFullError, MedtlError, OutputExistsError, RunError,
 from medtl.experiments import executor
 from medtl.experiments.batch_progress import BatchProgress
 from medtl.experiments.executor import watch_parent
-from medtl.experiments.memory import check_plan_memory, max_runs_at_once
+from medtl.experiments.memory import PlanMemory
 from medtl.experiments.plan import (
     FAILED,
     FINISHED,
@@ -351,7 +351,8 @@ class Resources:
     scheduler: str | None = None
 
 
-def _slots(plan: Plan, todo: list[RunPlan], resources: Resources) -> list[executor.Slot]:
+def _slots(plan: Plan, todo: list[RunPlan], resources: Resources,
+           memory: PlanMemory) -> list[executor.Slot]:
     """The local cluster's workers (none: a remote cluster's workers are its own)."""
     if resources.scheduler is not None:
         return []
@@ -361,7 +362,7 @@ def _slots(plan: Plan, todo: list[RunPlan], resources: Resources) -> list[execut
     workers = resources.workers or plan.experiment.spec.parallel
     if workers is None and not gpus:
         workers = min(executor.cores(), len(todo),
-                      max_runs_at_once(plan, todo) or executor.cores())
+                      memory.runs_at_once() or executor.cores())
     return executor.plan_slots(gpus=gpus, runs_per_gpu=resources.runs_per_gpu,
                                workers=workers, runs=len(todo))
 
@@ -381,11 +382,12 @@ def run_experiment(spec_path: Path, *, parallel: int | None = None, progress: bo
     if not todo:
         return status
     resources = resources or Resources(workers=parallel)
-    slots = _slots(plan, todo, resources)
+    memory = PlanMemory(plan, todo)
+    slots = _slots(plan, todo, resources, memory)
     check_source_weights(plan.experiment, [run.config for run in todo])
     if slots:
         per_device = len([s for s in slots if s.gpu == slots[0].gpu])
-        check_plan_memory(plan, todo, per_device, gpu=slots[0].gpu)
+        memory.check(per_device, gpu=slots[0].gpu)
     status.update(_execute(plan, todo, slots, resources.scheduler, progress))
     return status
 
